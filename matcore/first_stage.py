@@ -1,0 +1,112 @@
+"""MAT's first (transformer) stage: a coarse fill from a partial-conv encoder, a 64->16->64 transformer
+U-Net over mask-aware windows, and a style-modulated conv decoder back to the input resolution."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from matcore.attention import BasicLayer, PatchMerging, PatchUpsampling, feature2token, token2feature
+from matcore.layers import Conv2dLayer, Conv2dLayerPartial, FullyConnectedLayer, StyleConv, ToRGB
+
+TOKEN_RESOLUTION = 64  # the encoder brings any input down to 64x64 tokens
+DEPTHS = (2, 3, 4, 3, 2)
+RATIOS = (1, 0.5, 0.5, 2, 2)
+WINDOW_SIZES = (8, 16, 16, 16, 8)
+NUM_HEADS = 6
+BOTTLENECK_TOKENS = 16 * 16
+
+
+class DecStyleBlock(nn.Module):
+    """Upsampling style conv, skip add, style conv, ToRGB; one style vector for all three."""
+
+    def __init__(self, res: int, in_channels: int, out_channels: int, style_dim: int, img_channels: int):
+        super().__init__()
+        self.conv0 = StyleConv(in_channels, out_channels, style_dim, resolution=res, up=2, use_noise=False)
+        self.conv1 = StyleConv(out_channels, out_channels, style_dim, resolution=res, use_noise=False)
+        self.toRGB = ToRGB(out_channels, img_channels, style_dim)
+
+    def forward(self, x, img, style, skip, noise_mode: str = "const"):
+        x = self.conv0(x, style, noise_mode=noise_mode)
+        x = x + skip
+        x = self.conv1(x, style, noise_mode=noise_mode)
+        img = self.toRGB(x, style, skip=img)
+        return x, img
+
+
+class FirstStage(nn.Module):
+    def __init__(self, img_channels: int = 3, img_resolution: int = 512, dim: int = 180, w_dim: int = 512):
+        super().__init__()
+        down_times = int(math.log2(img_resolution // TOKEN_RESOLUTION))
+        self.conv_first = Conv2dLayerPartial(img_channels + 1, dim, kernel_size=3, activation="lrelu")
+        self.enc_conv = nn.ModuleList(
+            Conv2dLayerPartial(dim, dim, kernel_size=3, down=2, activation="lrelu") for _ in range(down_times)
+        )
+
+        res = TOKEN_RESOLUTION
+        self.tran = nn.ModuleList()
+        for depth, ratio, window in zip(DEPTHS, RATIOS, WINDOW_SIZES):
+            res = int(res * ratio)
+            if ratio < 1:
+                resample = PatchMerging(dim, dim, down=int(1 / ratio))
+            elif ratio > 1:
+                resample = PatchUpsampling(dim, dim, up=int(ratio))
+            else:
+                resample = None
+            self.tran.append(BasicLayer(dim, res, depth, NUM_HEADS, window, downsample=resample))
+
+        # Global style from the 16x16 bottleneck: four stride-2 convs to 1x1 (the official pooling is a no-op).
+        self.down_conv = nn.Sequential(
+            *(Conv2dLayer(dim, dim, kernel_size=3, down=2, activation="lrelu") for _ in range(4)),
+            nn.AdaptiveAvgPool2d((1, 1)),
+        )
+        self.to_style = FullyConnectedLayer(dim, dim * 2, activation="lrelu")
+        self.ws_style = FullyConnectedLayer(w_dim, dim, activation="lrelu")
+        self.to_square = FullyConnectedLayer(dim, BOTTLENECK_TOKENS, activation="lrelu")
+
+        style_dim = dim * 3
+        self.dec_conv = nn.ModuleList()
+        for _ in range(down_times):
+            res = res * 2
+            self.dec_conv.append(DecStyleBlock(res, dim, dim, style_dim, img_channels))
+
+    def forward(self, images: torch.Tensor, keep_masks: torch.Tensor, ws: torch.Tensor, keep_map: torch.Tensor,
+                noise_mode: str = "const") -> torch.Tensor:
+        """keep_map: (N, 256, dim) 0/1, which bottleneck token features survive (the rest get the noise code)."""
+        x = torch.cat([keep_masks - 0.5, images * keep_masks], dim=1)
+        skips = []
+        x, mask = self.conv_first(x, keep_masks)
+        skips.append(x)
+        for i, block in enumerate(self.enc_conv):
+            x, mask = block(x, mask)
+            if i != len(self.enc_conv) - 1:
+                skips.append(x)
+
+        size = (x.shape[-2], x.shape[-1])
+        x = feature2token(x)
+        mask = feature2token(mask)
+        mid = len(self.tran) // 2
+        for i, layer in enumerate(self.tran):
+            if i < mid:
+                x, size, mask = layer(x, size, mask)
+                skips.append(x)
+            elif i > mid:
+                x, size, _ = layer(x, size, None)
+                x = x + skips[mid - i]
+            else:
+                x, size, _ = layer(x, size, None)
+                ws_code = self.ws_style(ws[:, -1])
+                # The official code resizes the 256-long code to the token count with linear interpolation;
+                # at the fixed 16x16 bottleneck that is the identity.
+                noise_code = self.to_square(ws_code).unsqueeze(-1)
+                keep = keep_map.to(x.dtype)
+                x = x * keep + noise_code * (1 - keep)
+                global_style = self.to_style(self.down_conv(token2feature(x, size)).flatten(start_dim=1))
+                style = torch.cat([global_style, ws_code], dim=1)
+
+        x = token2feature(x, size)
+        img = None
+        for i, block in enumerate(self.dec_conv):
+            x, img = block(x, img, style, skips[len(self.dec_conv) - i - 1], noise_mode=noise_mode)
+        return img * (1 - keep_masks) + images * keep_masks
