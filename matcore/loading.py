@@ -26,16 +26,16 @@ class CheckpointMismatchError(ValueError):
 
 
 def infer_resolution(state_dict: dict[str, torch.Tensor]) -> int:
-    for key in state_dict:
-        match = _ENCODER_KEY.match(key)
-        if match:
-            resolution = int(match.group(1))
-            if resolution in SUPPORTED_RESOLUTIONS:
-                return resolution
-            raise CheckpointMismatchError(f"unsupported resolution {resolution} (MAT has {SUPPORTED_RESOLUTIONS})")
-    raise CheckpointMismatchError(
-        "not a MAT generator state dict: no 'synthesis.enc.EncConv_Block_RxR.conv0.weight' entry"
-    )
+    """The encoder has one block per resolution from the input size down to 16: the largest is the input."""
+    found = [int(m.group(1)) for m in map(_ENCODER_KEY.match, state_dict) if m]
+    if not found:
+        raise CheckpointMismatchError(
+            "not a MAT generator state dict: no 'synthesis.enc.EncConv_Block_RxR.conv0.weight' entry"
+        )
+    resolution = max(found)
+    if resolution not in SUPPORTED_RESOLUTIONS:
+        raise CheckpointMismatchError(f"unsupported resolution {resolution} (MAT has {SUPPORTED_RESOLUTIONS})")
+    return resolution
 
 
 def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
