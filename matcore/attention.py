@@ -16,11 +16,17 @@ MASKED_LOGIT = -100.0  # the official additive value for a forbidden key (not -i
 
 
 def token2feature(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H*W, C) tokens -> (B, C, H, W) map; a free view in channels-last layout for contiguous tokens.
+
+    (Reshaping before permuting matters: the other order leaves an odd stride on a batch of one, which
+    oneDNN does not recognise as channels-last, and it then copies the map to NCHW behind our back.)
+    """
     b, _, c = x.shape
-    return x.permute(0, 2, 1).reshape(b, c, size[0], size[1])
+    return x.reshape(b, size[0], size[1], c).permute(0, 3, 1, 2)
 
 
 def feature2token(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) map -> (B, H*W, C) tokens; a free view when the map is channels-last."""
     b, c = x.shape[:2]
     return x.reshape(b, c, -1).transpose(1, 2)
 
@@ -30,14 +36,6 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     b, h, w, c = x.shape
     x = x.view(b, h // window, window, w // window, window, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
-
-
-def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
-    """(B * nW, window*window, C) -> (B, H, W, C)."""
-    c = windows.shape[-1]
-    b = windows.shape[0] // ((h // window) * (w // window))
-    x = windows.view(b, h // window, w // window, window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
 def shifted_window_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor:
@@ -52,6 +50,15 @@ def shifted_window_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor
     region_windows = window_partition(region, window).squeeze(-1)  # nW, N
     diff = region_windows.unsqueeze(1) - region_windows.unsqueeze(2)
     return torch.zeros_like(diff).masked_fill(diff != 0, MASKED_LOGIT)
+
+
+def window_order(h: int, w: int, window: int, shift: int) -> torch.Tensor:
+    """Token indices (H*W,) in the order of `window_partition(roll(x, -shift))`: one gather replaces the
+    official roll + partition copies (and its inverse the reverse + roll back)."""
+    index = torch.arange(h * w).view(1, h, w, 1)
+    if shift > 0:
+        index = torch.roll(index, shifts=(-shift, -shift), dims=(1, 2))
+    return window_partition(index, window).flatten()
 
 
 class WindowAttention(nn.Module):
@@ -73,24 +80,29 @@ class WindowAttention(nn.Module):
         """x: (B*nW, N, C); mask_windows: (B*nW, N, 1) 1 = valid; shift_mask: (nW, N, N) additive."""
         bw, n, c = x.shape
         heads = self.num_heads
-        norm_x = F.normalize(x, p=2.0, dim=-1)
-        q = self.q(norm_x).reshape(bw, n, heads, c // heads).permute(0, 2, 1, 3)
-        k = self.k(norm_x).reshape(bw, n, heads, c // heads).permute(0, 2, 3, 1)
-        v = self.v(x).reshape(bw, n, heads, c // heads).permute(0, 2, 1, 3)
+        # Normalised in float32: under float16 autocast the 1e-12 guard underflows, and the all-zero tokens
+        # of not-yet-valid regions would become 0/0 = NaN.
+        norm_x = F.normalize(x.float(), p=2.0, dim=-1).to(x.dtype)
+        # q and k read the same tokens: one matmul against both weights stacked.
+        (wq, bq), (wk, bk) = self.q.scaled_params(x.dtype), self.k.scaled_params(x.dtype)
+        qk = F.linear(norm_x, torch.cat([wq, wk]), torch.cat([bq, bk]))
+        q, k = qk.view(bw, n, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+        v = self.v(x).view(bw, n, heads, c // heads).transpose(1, 2)
 
-        attn = (q @ k) * self.scale
+        # The official code adds the shift mask, then the key mask, to the logits; one summed additive mask
+        # is the same arithmetic and lets the fused attention kernel run.
+        bias = None
         if shift_mask is not None:
             nw = shift_mask.shape[0]
-            attn = attn.view(bw // nw, nw, heads, n, n) + shift_mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, heads, n, n)
+            bias = shift_mask.to(q.dtype).unsqueeze(0).expand(bw // nw, nw, n, n).reshape(bw, 1, n, n)
         if mask_windows is not None:
-            key_valid = mask_windows.squeeze(-1).unsqueeze(1).unsqueeze(1)  # (B*nW, 1, 1, N)
-            attn = attn + torch.where(key_valid == 0, MASKED_LOGIT, 0.0).to(attn.dtype)
+            key_bias = torch.where(mask_windows.view(bw, 1, 1, n) == 0, MASKED_LOGIT, 0.0).to(q.dtype)
+            bias = key_bias if bias is None else bias + key_bias
             with torch.no_grad():
                 mask_windows = mask_windows.sum(dim=1, keepdim=True).clamp(0, 1).expand(-1, n, -1)
 
-        attn = attn.softmax(dim=-1)
-        x = (attn @ v).transpose(1, 2).reshape(bw, n, c)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        x = x.transpose(1, 2).reshape(bw, n, c)
         return self.proj(x), mask_windows
 
 
@@ -127,6 +139,10 @@ class SwinTransformerBlock(nn.Module):
                                                                   window_size, shift_size))
         else:
             self.attn_mask = None
+        # Not persistent: derived from the configuration, and absent from the official state dict.
+        order = window_order(input_resolution, input_resolution, window_size, shift_size)
+        self.register_buffer("window_index", order, persistent=False)
+        self.register_buffer("window_index_inverse", torch.argsort(order), persistent=False)
 
     def _shift_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor | None:
         if self.shift_size == 0:
@@ -135,36 +151,37 @@ class SwinTransformerBlock(nn.Module):
             return self.attn_mask
         return shifted_window_mask(h, w, self.window_size, self.shift_size).to(device)
 
+    def _window_index(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(order, inverse) gathers for this size, or None when the windowing is the identity."""
+        if self.shift_size == 0 and self.window_size == h == w:
+            return None
+        if h == w == self.input_resolution:
+            return self.window_index, self.window_index_inverse
+        order = window_order(h, w, self.window_size, self.shift_size).to(device)
+        return order, torch.argsort(order)
+
     def forward(self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None = None):
         h, w = size
         b, length, c = x.shape
         if length != h * w:
             raise ValueError(f"token count {length} does not match size {size}")
-        shortcut = x
-        x = x.view(b, h, w, c)
+        n = self.window_size**2
+        index = self._window_index(h, w, x.device)
+        x_windows, mask_windows = x, mask
+        if index is not None:
+            x_windows = x.index_select(1, index[0])
+            mask_windows = mask.index_select(1, index[0]) if mask is not None else None
+        attn_windows, mask_windows = self.attn(x_windows.view(-1, n, c),
+                                               mask_windows.view(-1, n, 1) if mask is not None else None,
+                                               self._shift_mask(h, w, x.device))
+        attn = attn_windows.view(b, length, c)
         if mask is not None:
-            mask = mask.view(b, h, w, 1)
-        if self.shift_size > 0:
-            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-            if mask is not None:
-                mask = torch.roll(mask, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+            mask = mask_windows.reshape(b, length, 1)
+        if index is not None:
+            attn = attn.index_select(1, index[1])
+            mask = mask.index_select(1, index[1]) if mask is not None else None
 
-        x_windows = window_partition(x, self.window_size)
-        mask_windows = window_partition(mask, self.window_size) if mask is not None else None
-        attn_windows, mask_windows = self.attn(x_windows, mask_windows, self._shift_mask(h, w, x.device))
-
-        x = window_reverse(attn_windows, self.window_size, h, w)
-        if mask is not None:
-            mask = window_reverse(mask_windows, self.window_size, h, w)
-        if self.shift_size > 0:
-            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-            if mask is not None:
-                mask = torch.roll(mask, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        x = x.reshape(b, h * w, c)
-        if mask is not None:
-            mask = mask.reshape(b, h * w, 1)
-
-        x = self.fuse(torch.cat([shortcut, x], dim=-1))
+        x = self.fuse(torch.cat([x, attn], dim=-1))
         return self.mlp(x), mask
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from matcore.attention import BasicLayer, PatchMerging, PatchUpsampling, feature2token, token2feature
-from matcore.layers import Conv2dLayer, Conv2dLayerPartial, FullyConnectedLayer, StyleConv, ToRGB
+from matcore.layers import Conv2dLayer, Conv2dLayerPartial, FullyConnectedLayer, StyleConv, ToRGB, add_
 
 TOKEN_RESOLUTION = 64  # the encoder brings any input down to 64x64 tokens
 DEPTHS = (2, 3, 4, 3, 2)
@@ -29,8 +29,8 @@ class DecStyleBlock(nn.Module):
 
     def forward(self, x, img, style, skip, noise_mode: str = "const"):
         x = self.conv0(x, style, noise_mode=noise_mode)
-        x = x + skip
-        x = self.conv1(x, style, noise_mode=noise_mode)
+        x = add_(x, skip)
+        x = self.conv1(x, style, noise_mode=noise_mode, overwrite_input=True)  # x is this block's own sum
         img = self.toRGB(x, style, skip=img)
         return x, img
 
@@ -74,7 +74,9 @@ class FirstStage(nn.Module):
     def forward(self, images: torch.Tensor, keep_masks: torch.Tensor, ws: torch.Tensor, keep_map: torch.Tensor,
                 noise_mode: str = "const") -> torch.Tensor:
         """keep_map: (N, 256, dim) 0/1, which bottleneck token features survive (the rest get the noise code)."""
-        x = torch.cat([keep_masks - 0.5, images * keep_masks], dim=1)
+        # Channels-last from the first convolution on: oneDNN's convolutions (the depthwise FIR ones above
+        # all) run faster in it, and token <-> feature-map reshapes become free views.
+        x = torch.cat([keep_masks - 0.5, images * keep_masks], dim=1).contiguous(memory_format=torch.channels_last)
         skips = []
         x, mask = self.conv_first(x, keep_masks)
         skips.append(x)

@@ -3,9 +3,19 @@ mapping network and the mask-aware partial convolution.
 
 Weights are stored unscaled and multiplied by their He gain at run time (the "equalised learning rate" of
 StyleGAN2), so the same gains must be applied here for the published weights to mean the same thing.
+
+How the arithmetic is arranged for speed (each rearrangement is exact in exact arithmetic; the float32
+parity fixtures check the rounding):
+- leaky ReLU is positively homogeneous, so an activation's gain (sqrt(2) times the caller's gain) is folded
+  into the weights and bias instead of costing a pass over the output; the bias rides in the convolution.
+- the activation and the other per-pixel post-ops run in place on the freshly made convolution output
+  whenever no autograd graph is recorded: a new full-resolution tensor is expensive on CPU (its pages are
+  faulted in one by one, ~0.5 ms per MB here), often more than the arithmetic of the op itself.
+- modulated convs pick the cheapest exact formulation for the batch (see `ModulatedConv2d`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -33,6 +43,46 @@ def bias_act(x: torch.Tensor, bias: torch.Tensor | None, activation: str = "line
     return x
 
 
+def activation_gain(activation: str, gain: float = 1.0) -> float:
+    """The total output scale of `bias_act(..., activation, gain)`."""
+    if activation == "lrelu":
+        return gain * LRELU_GAIN
+    if activation == "linear":
+        return gain
+    raise ValueError(f"unsupported activation {activation!r}")
+
+
+def _in_place_ok(x: torch.Tensor) -> bool:
+    """Whether a post-op may overwrite `x`, a tensor this module just made: always when no graph is being
+    recorded; never when autograd may still need the value (a training step), where we pay for a copy."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def add_(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    return x.add_(other) if _in_place_ok(x) else x + other
+
+
+def mul_(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    return x.mul_(other) if _in_place_ok(x) else x * other
+
+
+def _activate_(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """The activation without its gain (already folded into the weights), in place when allowed."""
+    if activation != "lrelu":
+        return x
+    return F.leaky_relu_(x, LRELU_SLOPE) if _in_place_ok(x) else F.leaky_relu(x, LRELU_SLOPE)
+
+
+def autocast_off(device: torch.device):
+    """A region that computes in its tensors' own dtype even under autocast: for the few small ops whose
+    precision sets the scale of everything downstream. A no-op where autocast does not exist (e.g. the
+    meta device, on which the benchmarks count FLOPs)."""
+    available = getattr(torch.amp, "is_autocast_available", lambda device_type: device_type in ("cpu", "cuda"))
+    if not available(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False)
+
+
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
@@ -56,13 +106,15 @@ class FullyConnectedLayer(nn.Module):
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
 
+    def scaled_params(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight and bias with the equalised-lr gains and the activation's gain folded in."""
+        out_gain = activation_gain(self.activation)
+        w = (self.weight * (self.weight_gain * out_gain)).to(dtype)
+        b = None if self.bias is None else (self.bias * (self.bias_gain * out_gain)).to(dtype)
+        return w, b
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        b = self.bias
-        if b is not None and self.bias_gain != 1:
-            b = b * self.bias_gain
-        x = x.matmul(w.t())
-        return bias_act(x, b, self.activation, dim=x.ndim - 1)
+        return _activate_(F.linear(x, *self.scaled_params(x.dtype)), self.activation)
 
 
 class Conv2dLayer(nn.Module):
@@ -89,9 +141,15 @@ class Conv2dLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        x = conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down, padding=self.padding)
-        return bias_act(x, self.bias, self.activation, gain=gain)
+        out_gain = activation_gain(self.activation, gain)
+        if self.activation == "lrelu" and out_gain <= 0:  # lrelu(a*y) = a*lrelu(y) needs a > 0
+            w = (self.weight * self.weight_gain).to(x.dtype)
+            x = conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down, padding=self.padding)
+            return bias_act(x, self.bias, self.activation, gain=gain)
+        w = (self.weight * (self.weight_gain * out_gain)).to(x.dtype)
+        b = None if self.bias is None else (self.bias * out_gain).to(x.dtype)
+        x = conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down, padding=self.padding, bias=b)
+        return _activate_(x, self.activation)
 
 
 class Conv2dLayerPartial(nn.Module):
@@ -111,17 +169,30 @@ class Conv2dLayerPartial(nn.Module):
         x = self.conv(x)
         if mask is None:
             return x, None
-        with torch.no_grad():
+        # The mask arithmetic stays in float32 whatever the compute dtype: with float16 the official
+        # 1e-8 guard would underflow and an all-hole window would turn into inf * 0 = NaN.
+        with torch.no_grad(), autocast_off(mask.device):
+            mask = mask.float()
             ones = torch.ones(1, 1, self.kernel_size, self.kernel_size, dtype=mask.dtype, device=mask.device)
             valid_count = F.conv2d(mask, ones, stride=self.stride, padding=self.padding)
             mask_ratio = self.slide_winsize / (valid_count + 1e-8)
             update_mask = valid_count.clamp(0, 1)
             mask_ratio = mask_ratio * update_mask
-        return x * mask_ratio.to(x.dtype), update_mask
+        return mul_(x, mask_ratio.to(x.dtype)), update_mask
 
 
 class ModulatedConv2d(nn.Module):
-    """Convolution whose weights are scaled per sample by a style vector (and optionally demodulated)."""
+    """Convolution whose weights are scaled per sample by a style vector (and optionally demodulated).
+
+    Three exact formulations, chosen by shape (bench/NOTES.md has the measurements):
+    - one sample: fold style, demodulation and gain into the weight and run one plain convolution;
+    - several samples, 1x1 kernel (ToRGB): one batched matmul with per-sample weights;
+    - several samples, kxk kernel: scale the input channels by the style, convolve the whole batch with the
+      shared weight, scale the output channels by the demodulation coefficients. The official grouped
+      convolution with per-sample weights (groups = batch) runs at half the speed on CPU.
+    The style affine and the demodulation coefficients are computed in float32 even under autocast: they
+    are tiny and set the scale of everything downstream.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
                  demodulate: bool = True, up: int = 1, down: int = 1):
@@ -137,19 +208,55 @@ class ModulatedConv2d(nn.Module):
         self.register_buffer("resample_filter", setup_filter())
         self.affine = FullyConnectedLayer(style_dim, in_channels, bias_init=1)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def _modulation(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Styles (N, I) and demodulation coefficients (N, O) (None without demodulation), in float32."""
+        with autocast_off(style.device):
+            styles = self.affine(style.float())
+            dcoefs = None
+            if self.demodulate:
+                # Official: rsqrt(sum over (i, ky, kx) of (w[o,i,ky,kx] * gain * s[n,i])^2 + 1e-8); the same
+                # sum as one small matmul, without materialising a weight per sample.
+                w_sq = self.weight[0].float().square().sum(dim=[2, 3]) * self.weight_gain**2  # (O, I)
+                dcoefs = (styles.square() @ w_sq.t() + 1e-8).rsqrt()
+        return styles, dcoefs
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, *, gain: float = 1.0,
+                bias: torch.Tensor | None = None, overwrite_input: bool = False) -> torch.Tensor:
+        """conv(x, modulated weight) * gain + bias; x is N×I×H×W, style N×style_dim, bias (O,) or None.
+
+        overwrite_input: the caller will not read `x` again, so a batched forward may scale it in place
+        instead of allocating a modulated copy.
+        """
         batch, in_channels, height, width = x.shape
-        style = self.affine(style).view(batch, 1, in_channels, 1, 1)
-        weight = self.weight * self.weight_gain * style
-        if self.demodulate:
-            decoefs = (weight.pow(2).sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-            weight = weight * decoefs.view(batch, self.out_channels, 1, 1, 1)
-        # One grouped convolution over the whole batch: group b holds sample b with its own weights.
-        weight = weight.reshape(batch * self.out_channels, in_channels, self.kernel_size, self.kernel_size)
-        x = x.reshape(1, batch * in_channels, height, width)
-        x = conv2d_resample(x, weight.to(x.dtype), self.resample_filter, up=self.up, down=self.down,
-                            padding=self.padding, groups=batch)
-        return x.reshape(batch, self.out_channels, *x.shape[2:])
+        styles, dcoefs = self._modulation(style)
+        out_scale = dcoefs * gain if dcoefs is not None else torch.full_like(styles[:, :1], gain)  # (N, O|1)
+        weight = self.weight[0]
+        b = None if bias is None else bias.to(x.dtype)
+        pointwise = self.kernel_size == 1 and self.up == 1 and self.down == 1
+
+        if batch == 1:
+            w = weight * (styles[0] * self.weight_gain).view(1, -1, 1, 1)
+            w = mul_(w, out_scale[0].view(-1, 1, 1, 1)).to(x.dtype)
+            return conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down, padding=self.padding,
+                                   bias=b)
+
+        if pointwise:
+            w = weight.view(1, self.out_channels, in_channels) * (styles * self.weight_gain).unsqueeze(1)
+            w = mul_(w, out_scale.unsqueeze(-1)).to(x.dtype)  # (N, O, I)
+            if x.is_contiguous(memory_format=torch.channels_last):
+                # (N, HW, I) @ (N, I, O): both operands row-major, the output channels-last.
+                tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, in_channels)
+                out = torch.bmm(tokens, w.transpose(1, 2)).view(batch, height, width, -1).permute(0, 3, 1, 2)
+            else:
+                out = torch.bmm(w, x.reshape(batch, in_channels, height * width)).view(batch, -1, height, width)
+            return out if b is None else add_(out, b.view(1, -1, 1, 1))
+
+        styles = styles.to(x.dtype).view(batch, in_channels, 1, 1)
+        x = mul_(x, styles) if overwrite_input else x * styles
+        w = (weight * self.weight_gain).to(x.dtype)
+        out = conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down, padding=self.padding)
+        out = mul_(out, out_scale.to(x.dtype).view(batch, -1, 1, 1))
+        return out if b is None else add_(out, b.view(1, -1, 1, 1))
 
 
 class StyleConv(nn.Module):
@@ -167,17 +274,21 @@ class StyleConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.activation = activation
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise_mode: str = "const", *,
+                overwrite_input: bool = False) -> torch.Tensor:
+        """overwrite_input: `x` is the caller's scratch (see `ModulatedConv2d.forward`)."""
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', not {noise_mode!r}")
-        x = self.conv(x, style)
+        # Official order: lrelu(conv + noise + bias) * gain; the gain is folded into all three terms.
+        out_gain = activation_gain(self.activation)
+        x = self.conv(x, style, gain=out_gain, bias=self.bias * out_gain, overwrite_input=overwrite_input)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "const":
-                noise = self.noise_const * self.noise_strength
+                noise = self.noise_const * (self.noise_strength * out_gain)
             else:
-                noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device) * self.noise_strength
-            x = x + noise.to(x.dtype)
-        return bias_act(x, self.bias, self.activation)
+                noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device) * (self.noise_strength * out_gain)
+            x = add_(x, noise.to(x.dtype))
+        return _activate_(x, self.activation)
 
 
 class ToRGB(nn.Module):
@@ -191,11 +302,11 @@ class ToRGB(nn.Module):
         self.register_buffer("resample_filter", setup_filter())
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = bias_act(self.conv(x, style), self.bias)
+        out = self.conv(x, style, bias=self.bias)
         if skip is not None:
             if skip.shape != out.shape:
                 skip = upsample2d(skip, self.resample_filter)
-            out = out + skip
+            out = add_(out, skip.to(out.dtype))
         return out
 
 
@@ -218,11 +329,13 @@ class MappingNet(nn.Module):
             self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        x = normalize_2nd_moment(z.to(torch.float32))
-        for idx in range(self.num_layers):
-            x = getattr(self, f"fc{idx}")(x)
-        if self.num_ws is not None:
-            x = x.unsqueeze(1).repeat(1, self.num_ws, 1)
-        if truncation_psi != 1:
-            x = self.w_avg.lerp(x, truncation_psi)
+        # Always float32, also under autocast: a few tiny matmuls that set every style downstream.
+        with autocast_off(z.device):
+            x = normalize_2nd_moment(z.to(torch.float32))
+            for idx in range(self.num_layers):
+                x = getattr(self, f"fc{idx}")(x)
+            if self.num_ws is not None:
+                x = x.unsqueeze(1).repeat(1, self.num_ws, 1)
+            if truncation_psi != 1:
+                x = self.w_avg.to(x.dtype).lerp(x, truncation_psi)
         return x

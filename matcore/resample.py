@@ -2,6 +2,13 @@
 
 MAT's layers up/downsample with a 4x4 binomial filter around their convolutions. The padding rules below
 reproduce the official arithmetic exactly, which is what keeps our outputs equal to the official ones.
+
+Speed notes (measured in bench/NOTES.md): the filter runs as one depthwise convolution whose padding is
+handed to the convolution itself (an explicit `F.pad` first would allocate and fault in a whole
+full-resolution copy), upsampling by zero insertion is a depthwise transposed convolution, and a layer's
+bias rides along in whichever convolution runs last. The filter is *not* folded into the 3x3 weights:
+that composition is exact but turns each 3x3 tap set into 6x6 (4x the multiply-adds of the main
+convolution), which costs far more than the cheap depthwise pass it saves.
 """
 from __future__ import annotations
 
@@ -20,28 +27,65 @@ def setup_filter(taps: Sequence[float] = (1, 3, 3, 1)) -> torch.Tensor:
     return f / f.sum()
 
 
-def _depthwise_fir(x: torch.Tensor, f: torch.Tensor, gain: float, stride: int = 1) -> torch.Tensor:
-    channels = x.shape[1]
+def _depthwise_kernel(f: torch.Tensor, channels: int, gain: float, dtype: torch.dtype, flip: bool) -> torch.Tensor:
+    kernel = f * (gain ** (f.ndim / 2))
+    if flip:
+        kernel = kernel.flip([0, 1])
+    return kernel.to(dtype)[None, None].expand(channels, 1, *kernel.shape)
+
+
+def _split_padding(padding: Padding) -> tuple[Padding, tuple[int, int] | None]:
+    """Split a padding into the part an explicit pad/crop must do and the symmetric part conv can take."""
+    px0, px1, py0, py1 = padding
+    if px0 == px1 >= 0 and py0 == py1 >= 0:
+        return (0, 0, 0, 0), (py0, px0)
+    return padding, None
+
+
+def _pad_or_crop(x: torch.Tensor, padding: Padding) -> torch.Tensor:
+    px0, px1, py0, py1 = padding
+    if any(padding):
+        x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+        x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    return x
+
+
+def filter2d(x: torch.Tensor, f: torch.Tensor, padding: Padding = (0, 0, 0, 0), gain: float = 1.0,
+             down: int = 1, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad (negative = crop), convolve every channel with `f`, keep every `down`-th sample, add `bias`."""
+    rest, conv_padding = _split_padding(padding)
+    x = _pad_or_crop(x, rest)
     # Filters here are symmetric, but flip anyway so that this is a true convolution for any taps.
-    kernel = (f * (gain ** (f.ndim / 2))).to(x.dtype).flip([0, 1])
-    kernel = kernel[None, None].expand(channels, 1, *kernel.shape)
-    return F.conv2d(x, kernel, stride=stride, groups=channels)
+    kernel = _depthwise_kernel(f, x.shape[1], gain, x.dtype, flip=True)
+    return F.conv2d(x, kernel, bias=bias, stride=down, padding=conv_padding or 0, groups=x.shape[1])
 
 
 def upfirdn2d(
-    x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding: Padding = (0, 0, 0, 0), gain: float = 1.0
+    x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding: Padding = (0, 0, 0, 0), gain: float = 1.0,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Zero-insert upsample by `up`, pad (negative = crop), FIR-filter with `f`, keep every `down`-th sample."""
-    n, c, h, w = x.shape
-    if up > 1:
-        x = x.reshape(n, c, h, 1, w, 1)
-        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
-        x = x.reshape(n, c, h * up, w * up)
+    if up == 1:
+        # Downsampling by striding the filter equals filtering then dropping samples, at a fraction of the cost.
+        return filter2d(x, f, padding, gain, down=down, bias=bias)
+    if down != 1:
+        raise ValueError("upfirdn2d: up- and downsampling together are not used by MAT")
+    # Zero insertion followed by a convolution is a transposed convolution with stride `up`. The official
+    # zero insertion appends up-1 zeros after the last sample, so its "before" padding lines up with the
+    # transposed convolution's implicit kw-1 and the "after" one needs up-1 less; whatever is not symmetric
+    # is cropped or padded afterwards.
+    kh, kw = f.shape
     px0, px1, py0, py1 = padding
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
-    # Downsampling by striding the filter equals filtering then dropping samples, at a fraction of the cost.
-    return _depthwise_fir(x, f, gain, stride=down)
+    ex0, ex1 = px0 - (kw - 1), px1 + (up - 1) - (kw - 1)
+    ey0, ey1 = py0 - (kh - 1), py1 + (up - 1) - (kh - 1)
+    crop = max(0, -min(ex0, ex1, ey0, ey1))
+    kernel = _depthwise_kernel(f, x.shape[1], gain, x.dtype, flip=False)
+    same = ex0 == ex1 == ey0 == ey1 and ex0 <= 0
+    x = F.conv_transpose2d(x, kernel, bias=bias if same else None, stride=up, padding=crop, groups=x.shape[1])
+    if same:
+        return x
+    x = _pad_or_crop(x, (ex0 + crop, ex1 + crop, ey0 + crop, ey1 + crop))
+    return x if bias is None else x + bias.to(x.dtype).view(1, -1, 1, 1)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
@@ -49,6 +93,17 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     fw = f.shape[-1]
     p0, p1 = (fw + up - 1) // 2, (fw - up) // 2
     return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
+
+
+def transpose_weight(w: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """Conv weight (out, in/groups, kh, kw) -> the equivalent transposed-conv weight (in, out/groups, kh, kw)."""
+    out_channels, in_per_group, kh, kw = w.shape
+    if groups == 1:
+        wt = w.transpose(0, 1)
+    else:
+        wt = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
+        wt = wt.reshape(groups * in_per_group, out_channels // groups, kh, kw)
+    return wt.flip([2, 3])
 
 
 def conv2d_resample(
@@ -59,15 +114,17 @@ def conv2d_resample(
     down: int = 1,
     padding: int = 0,
     groups: int = 1,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """2-D correlation with `w` combined with FIR up- or downsampling (MAT uses at most one of the two).
+    """2-D correlation with `w` combined with FIR up- or downsampling (MAT uses at most one of the two),
+    plus an optional per-output-channel `bias` added at the very end (fused into the last convolution).
 
     The order of operations follows the official implementation: downsampling filters before a strided
     convolution, upsampling uses a transposed convolution followed by the filter.
     """
     if up > 1 and down > 1:
         raise ValueError("conv2d_resample: up- and downsampling together are not used by MAT")
-    out_channels, in_per_group, kh, kw = w.shape
+    _, _, kh, kw = w.shape
     fw = f.shape[-1]
     p0 = p1 = padding
     if up > 1:
@@ -80,26 +137,19 @@ def conv2d_resample(
     if down > 1:
         if kw == 1 and kh == 1:
             x = upfirdn2d(x, f, down=down, padding=(p0, p1, p0, p1))
-            return F.conv2d(x, w, groups=groups)
+            return F.conv2d(x, w, bias=bias, groups=groups)
         x = upfirdn2d(x, f, padding=(p0, p1, p0, p1))
-        return F.conv2d(x, w, stride=down, groups=groups)
+        return F.conv2d(x, w, bias=bias, stride=down, groups=groups)
 
     if up > 1:
         if kw == 1 and kh == 1:
             x = F.conv2d(x, w, groups=groups)
-            return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
-        # Transposed convolution needs the weight as (in, out/groups, kh, kw) and spatially flipped.
-        if groups == 1:
-            wt = w.transpose(0, 1)
-        else:
-            wt = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
-            wt = wt.reshape(groups * in_per_group, out_channels // groups, kh, kw)
-        wt = wt.flip([2, 3])
+            return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up, bias=bias)
         p0 -= kw - 1
         p1 -= kw - up
         pt = max(min(-p0, -p1), 0)
-        x = F.conv_transpose2d(x, wt, stride=up, padding=pt, groups=groups)
+        x = F.conv_transpose2d(x, transpose_weight(w, groups), stride=up, padding=pt, groups=groups)
         q0, q1 = p0 + pt, p1 + pt
-        return upfirdn2d(x, f, padding=(q0, q1, q0, q1), gain=up * up)
+        return filter2d(x, f, padding=(q0, q1, q0, q1), gain=up * up, bias=bias)
 
-    return F.conv2d(x, w, padding=padding, groups=groups)
+    return F.conv2d(x, w, bias=bias, padding=padding, groups=groups)

@@ -3,14 +3,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 MAT_FIXTURES = FIXTURES / "mat"
 CHECKPOINT_FIXTURES = FIXTURES / "checkpoints"
+
+# Prefect reads its home at import: point it at a fresh writable temp dir before any test imports prefect.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="matpipe-prefect-home-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 # Two cores on the reference machine: use both for the forwards, but never oversubscribe.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -27,3 +33,42 @@ def load_fill_module():
 @pytest.fixture(scope="session")
 def fill_state_dict():
     return load_fill_module().fill_state_dict
+
+
+# Keep the test Ray light and quiet; set before ray is imported anywhere in this process.
+for _name, _value in {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_DISABLE_IMPORT_WARNING": "1",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    # Keep idle workers for a minute (default: 1 s) so consecutive small jobs reuse them instead of
+    # paying a fresh process per stage per test.
+    "RAY_idle_worker_killing_time_threshold_ms": "60000",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+RAY_TEST_OBJECT_STORE_BYTES = 1 << 30
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """The session's single Ray instance (2 CPUs, no dashboard). Jobs run inside it reuse it.
+
+    Tests needing their own Ray (a multi-node `Cluster`, a killed driver) run in subprocesses.
+    """
+    import ray
+    from ray.data import DataContext
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=RAY_TEST_OBJECT_STORE_BYTES,
+            log_to_driver=False,
+            # Workers do not inherit the driver's sys.path: point them at this checkout.
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+        )
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

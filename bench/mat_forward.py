@@ -1,0 +1,279 @@
+"""Time MAT generator forwards and set them against this machine's own matmul ceiling.
+
+Prints one table row per (variant, dtype, batch): seconds per image (median over runs / batch),
+images/s, the model FLOP rate achieved, the large-matmul rate of the same dtype measured right before
+each timed forward ("ceiling"), and the achieved rate as a share of it, paired run by run so that load
+from other processes, which slows both, cancels out. Lower precisions run under `torch.autocast`, the path
+the Inpainter uses.
+
+    python bench/mat_forward.py                                  # 512², batch 1 and 4, fp32 and bf16, CPU
+    python bench/mat_forward.py --resolution 256 --batch 1 --dtype fp32 --runs 5
+    python bench/mat_forward.py --variant eager,compile          # also time torch.compile (slow to build)
+
+The weights are random (speed does not depend on them). `bench/gpu.py` reuses these helpers.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from matcore.generator import Generator, sample_latents  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CEILING_SIZES = (2048, 4096)  # square matmuls; the fastest of these is taken as the machine's peak
+SMALL_CEILING_SIZES = (256,)  # for smoke tests: exercises the code path, says nothing about the machine
+
+
+@dataclass
+class Row:
+    variant: str
+    dtype: str
+    batch: int
+    resolution: int
+    seconds: list[float]  # per timed forward of the whole batch
+    probes: list[float]  # matmul GFLOP/s measured right before each timed forward
+    gflop_per_image: float
+
+    @property
+    def seconds_per_image(self) -> float:
+        return statistics.median(self.seconds) / self.batch
+
+    @property
+    def images_per_second(self) -> float:
+        return 1.0 / self.seconds_per_image
+
+    @property
+    def gflops(self) -> float:
+        return self.gflop_per_image / self.seconds_per_image
+
+    @property
+    def ceiling_gflops(self) -> float:
+        return statistics.median(self.probes)
+
+    @property
+    def percent_of_ceiling(self) -> float:
+        return 100.0 * statistics.median(self.gflop_per_image * self.batch / s / p
+                                         for s, p in zip(self.seconds, self.probes))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of one call; measured with CUDA events on a GPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+class MatmulProbe:
+    """The machine's attainable rate for one dtype, from large square matmuls, in GFLOP/s.
+
+    `calibrate` picks the fastest of `sizes`; `sample` times one matmul of that size, cheap enough to run
+    before every timed forward so that each forward gets a ceiling measured under the same load.
+    """
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, sizes: Sequence[int] = CEILING_SIZES):
+        self.device, self.dtype, self.sizes = device, dtype, tuple(sizes)
+        self.size = self.sizes[-1]
+        self._operands: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _rate(self, n: int) -> float:
+        if n not in self._operands:
+            g = torch.Generator().manual_seed(n)
+            self._operands[n] = tuple(torch.randn(n, n, generator=g).to(self.device, self.dtype) for _ in range(2))
+        a, b = self._operands[n]
+        return 2 * n**3 / time_call(lambda: torch.mm(a, b), self.device) / 1e9
+
+    def calibrate(self, runs: int = 3) -> float:
+        best = 0.0
+        with torch.inference_mode():
+            for n in self.sizes:
+                self._rate(n)  # warm-up (and kernel selection)
+                rate = statistics.median(self._rate(n) for _ in range(runs))
+                if rate > best:
+                    best, self.size = rate, n
+        for n in [n for n in self._operands if n != self.size]:
+            del self._operands[n]
+        return best
+
+    def sample(self) -> float:
+        with torch.inference_mode():
+            return self._rate(self.size)
+
+
+def measure(fn: Callable[[], torch.Tensor], probe: MatmulProbe, runs: int,
+            warmup: int) -> tuple[list[float], list[float], torch.Tensor]:
+    """(seconds, ceiling probes, last output) for `runs` timed calls of `fn` after `warmup` untimed ones."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    synchronize(probe.device)
+    seconds, probes = [], []
+    for _ in range(runs):
+        probes.append(probe.sample())
+        result: list[torch.Tensor] = []
+        seconds.append(time_call(lambda: result.append(fn()), probe.device))
+        out = result[0]
+    return seconds, probes, out
+
+
+def build_generator(resolution: int, device: torch.device, seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    return Generator(resolution).eval().to(device)
+
+
+def make_inputs(batch: int, resolution: int, device: torch.device, seed: int = 0):
+    """Images in [-1, 1], keep-masks with a large rectangular hole per image, and seeded latents."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, 3, resolution, resolution, generator=g) * 2 - 1
+    masks = torch.ones(batch, 1, resolution, resolution)
+    r = resolution
+    for i in range(batch):
+        top, left = (i * 37) % (r // 4), (i * 53) % (r // 4)
+        masks[i, :, r // 4 + top: r // 2 + top + r // 8, r // 4 + left: r // 2 + left + r // 8] = 0
+    z, k1, k2 = sample_latents(range(seed, seed + batch))
+    return tuple(t.to(device) for t in (images, masks, z, k1, k2))
+
+
+def precision(device: torch.device, dtype: torch.dtype):
+    """The mixed-precision context for `dtype` (a no-op for float32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def forward_fn(model: Callable, inputs, device: torch.device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    images, masks, z, k1, k2 = inputs
+
+    def run() -> torch.Tensor:
+        with precision(device, dtype):
+            return model(images, masks, z, keep_maps=(k1, k2))
+
+    return run
+
+
+def count_gflop(resolution: int) -> float:
+    """Model GFLOP per image (a multiply-add counts 2), counted by PyTorch on a batch-1 forward over
+    shapes only (meta tensors: no arithmetic is done, so counting is instant on any machine)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = torch.device("meta")
+    with meta:
+        generator = Generator(resolution).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        forward_fn(generator, make_inputs(1, resolution, meta), meta, torch.float32)()
+    return counter.get_total_flops() / 1e9
+
+
+def rel_l2(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    ours, ref = ours.double(), ref.double()
+    return float((ours - ref).norm() / ref.norm())
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    header = (f"{'variant':<8} {'dtype':<5} {'res':>4} {'batch':>5} {'s/image':>8} {'images/s':>8} "
+              f"{'GFLOP/s':>8} {'ceiling':>8} {'% ceil':>6} {'runs':>4}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r.variant:<8} {r.dtype:<5} {r.resolution:>4} {r.batch:>5} {r.seconds_per_image:>8.3f} "
+                     f"{r.images_per_second:>8.2f} {r.gflops:>8.0f} {r.ceiling_gflops:>8.0f} "
+                     f"{r.percent_of_ceiling:>5.0f}% {len(r.seconds):>4}")
+    return "\n".join(lines)
+
+
+def describe_machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def parse_list(text: str, cast=str) -> list:
+    return [cast(x) for x in text.split(",") if x]
+
+
+def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--resolution", type=int, default=512, choices=(256, 512))
+    parser.add_argument("--batch", default="1,4", help="comma-separated batch sizes")
+    parser.add_argument("--dtype", default="fp32,bf16", help=f"comma-separated, of {','.join(DTYPES)}")
+    parser.add_argument("--runs", type=int, default=5, help="timed forwards per row (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed forwards before each row")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--variant", default="eager", help="comma-separated, of eager,compile")
+    parser.add_argument("--small-ceiling", action="store_true",
+                        help="measure the ceiling with tiny matmuls (smoke tests; the %% column is then meaningless)")
+    return parser
+
+
+def check_dtypes(parser: argparse.ArgumentParser, dtypes: Sequence[str]) -> None:
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown:
+        parser.error(f"unknown dtype(s) {unknown}; choose from {list(DTYPES)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    dtypes = parse_list(args.dtype)
+    check_dtypes(parser, dtypes)
+    variants = parse_list(args.variant)
+    if any(v not in ("eager", "compile") for v in variants):
+        parser.error(f"unknown variant in {variants}; choose from eager, compile")
+
+    print(f"# MAT-{args.resolution} forward on {describe_machine(device)}")
+    probes = {d: MatmulProbe(device, DTYPES[d], SMALL_CEILING_SIZES if args.small_ceiling else CEILING_SIZES)
+              for d in dtypes}
+    calibrated = {d: probe.calibrate() for d, probe in probes.items()}
+    print("# matmul ceiling at start, GFLOP/s: "
+          + ", ".join(f"{d} {c:.0f} ({probes[d].size}^3)" for d, c in calibrated.items())
+          + "; re-measured before every timed forward ('ceiling' = their median)")
+    gflop = count_gflop(args.resolution)
+    generator = build_generator(args.resolution, device)
+    print(f"# model: {gflop:.1f} GFLOP per image (counted); s/image = median over runs / batch")
+
+    print(format_table([]))
+    for variant in variants:
+        model: Callable = torch.compile(generator) if variant == "compile" else generator
+        for dtype_name in dtypes:
+            for batch in parse_list(args.batch, int):
+                run = forward_fn(model, make_inputs(batch, args.resolution, device), device, DTYPES[dtype_name])
+                with torch.inference_mode():
+                    seconds, ceiling, _ = measure(run, probes[dtype_name], args.runs, args.warmup)
+                row = Row(variant, dtype_name, batch, args.resolution, seconds, ceiling, gflop)
+                print(format_table([row]).splitlines()[-1], flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""The GPU benchmark runs end to end (on the CPU, at the smallest size) so that it cannot rot between the
+rare occasions a CUDA machine is at hand."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_bench_prints_a_checked_table_on_cpu():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--device", "cpu", "--resolution", "256", "--batch", "1",
+         "--runs", "1", "--warmup", "0", "--dtype", "fp32,bf16", "--small-ceiling"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("dtype") and "images/s" in line and "% bf16" in line for line in lines)
+    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in ("fp32", "bf16")}
+    assert set(rows) == {"fp32", "bf16"}
+    assert rows["fp32"][7] == "ref"
+    # bf16 is checked against the float32 output of the same inputs and must stay close to it.
+    assert float(rows["bf16"][7]) < 2e-2
+    assert all(float(rows[d][3]) > 0 for d in rows)  # images/s

@@ -1,0 +1,75 @@
+"""Reduced precision: MAT under bfloat16 autocast stays close to the official float32 outputs, and the
+places where half precision used to break (0/0 in the attention's normalisation and the partial conv's
+mask arithmetic) stay finite."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from matcore import Generator, sample_latents
+from matcore.attention import WindowAttention
+from matcore.layers import Conv2dLayerPartial
+from tests.conftest import MAT_FIXTURES
+
+BF16_REL_L2_MAX = 2e-2  # measured 0.6e-2 to 1.4e-2 on these fixtures (bench/NOTES.md)
+CASES = {case["name"]: case for case in json.loads((MAT_FIXTURES / "cases.json").read_text())}
+
+
+def _rel_l2(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((ours.double() - ref.double()).norm() / ref.double().norm())
+
+
+@pytest.mark.parametrize("case_name", sorted(CASES))
+def test_bfloat16_autocast_stays_close_to_float32(case_name, fill_state_dict):
+    case = CASES[case_name]
+    generator = Generator(case["resolution"])
+    generator.load_state_dict(fill_state_dict(generator.state_dict()))
+    generator.eval()
+    images = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_image_u8.npy")).float() / 127.5 - 1
+    masks = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_mask_u8.npy")).float()
+    z, k1, k2 = sample_latents(case["seeds"])
+
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, stg1 = generator(images, masks, z, truncation_psi=case["truncation_psi"],
+                              noise_mode=case["noise_mode"], keep_maps=(k1, k2), return_stg1=True)
+
+    keep = masks.bool().expand_as(images)
+    for name, ours in (("out", out), ("stg1", stg1)):
+        ref = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_{name}.npy"))
+        assert ours.shape == ref.shape
+        assert torch.isfinite(ours).all(), f"{name}: non-finite values under bfloat16"
+        assert _rel_l2(ours, ref) <= BF16_REL_L2_MAX, f"{name}: rel-L2 {_rel_l2(ours, ref):.3e}"
+        # Known pixels are copied, not recomputed, whatever the precision.
+        assert torch.equal(ours[keep], images[keep])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_attention_over_all_zero_tokens_stays_finite(dtype):
+    # Tokens of a region no valid pixel has reached yet are exactly zero; normalising them in half
+    # precision (whose eps underflows) used to give 0/0 = NaN.
+    torch.manual_seed(0)
+    attention = WindowAttention(dim=12, window_size=4, num_heads=2).eval()
+    tokens = torch.randn(2, 16, 12)
+    tokens[0] = 0
+    valid = torch.ones(2, 16, 1)
+    valid[0] = 0
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype):
+        out, _ = attention(tokens.to(dtype), valid)  # inside the model, tokens arrive in the autocast dtype
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_partial_conv_over_an_all_hole_window_stays_finite(dtype):
+    torch.manual_seed(0)
+    conv = Conv2dLayerPartial(3, 8, kernel_size=3, activation="lrelu").eval()
+    x = torch.randn(1, 3, 16, 16)
+    keep = torch.ones(1, 1, 16, 16)
+    keep[:, :, 4:12, 4:12] = 0  # interior pixels see no valid input: valid count 0
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype):
+        out, update = conv(x, keep)
+    assert torch.isfinite(out).all()
+    assert float(update[0, 0, 8, 8]) == 0.0 and float(update[0, 0, 0, 0]) == 1.0
+    assert torch.equal(out[..., 6:10, 6:10], torch.zeros_like(out[..., 6:10, 6:10]))

@@ -1,0 +1,204 @@
+"""Decoding any input to upright 8-bit RGB and writing it back in its own format, mode and metadata."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms, JpegImagePlugin
+
+from pipeline.imageio import (
+    DecodedImage,
+    ImageDecodeError,
+    ImageTooLargeError,
+    decode_image,
+    encode_image,
+)
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (24, 36, 3), dtype=np.uint8)
+HOLE = np.zeros((24, 36), bool)
+HOLE[5:12, 8:20] = True
+FILL = np.array([200, 10, 30], np.uint8)
+
+
+def encoded(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def restore_round_trip(data: bytes) -> tuple[DecodedImage, Image.Image]:
+    """Decode, paint the hole as an engine would, encode like the source; returns the re-read output."""
+    decoded = decode_image(data)
+    restored = decoded.rgb.copy()
+    restored[HOLE] = FILL
+    output = Image.open(io.BytesIO(encode_image(restored, decoded.alpha, decoded, changed=HOLE)))
+    output.load()
+    return decoded, output
+
+
+def sixteen_bit() -> Image.Image:
+    return Image.fromarray(RNG.integers(0, 65536, (24, 36), dtype=np.uint16))
+
+
+LOSSLESS_CASES = {
+    # name: (source image, format, save options, mode written back)
+    "RGB PNG": (Image.fromarray(RGB), "PNG", {}, "RGB"),
+    "RGBA PNG": (Image.fromarray(np.dstack([RGB, RGB[..., 0]])), "PNG", {}, "RGBA"),
+    "L PNG": (Image.fromarray(RGB).convert("L"), "PNG", {}, "L"),
+    "LA PNG": (Image.fromarray(RGB).convert("LA"), "PNG", {}, "LA"),
+    "1 PNG": (Image.fromarray(RGB).convert("1"), "PNG", {}, "1"),
+    "P PNG": (Image.fromarray(RGB).quantize(40), "PNG", {}, "P"),
+    "I;16 PNG": (sixteen_bit(), "PNG", {}, "I;16"),
+    "I;16 TIFF": (sixteen_bit(), "TIFF", {}, "I;16"),
+    "CMYK TIFF": (Image.fromarray(RGB).convert("CMYK"), "TIFF", {"compression": "tiff_lzw"}, "CMYK"),
+    "RGB BMP": (Image.fromarray(RGB), "BMP", {}, "RGB"),
+    "P BMP": (Image.fromarray(RGB).quantize(40), "BMP", {}, "P"),
+    "RGB WebP lossless": (Image.fromarray(RGB), "WEBP", {"lossless": True}, "RGB"),
+    "RGBA WebP lossless": (Image.fromarray(np.dstack([RGB, RGB[..., 1]])), "WEBP", {"lossless": True, "exact": True},
+                           "RGBA"),
+}
+
+
+@pytest.mark.parametrize("case", list(LOSSLESS_CASES))
+def test_lossless_outputs_keep_format_mode_and_every_unchanged_pixel(case):
+    source, image_format, options, mode = LOSSLESS_CASES[case]
+    decoded, output = restore_round_trip(encoded(source, image_format, **options))
+    assert decoded.rgb.dtype == np.uint8 and decoded.rgb.shape == (24, 36, 3)
+    assert (output.format, output.mode) == (image_format, mode)
+    before, after = np.asarray(source), np.asarray(output)
+    assert np.array_equal(after[~HOLE], before[~HOLE])
+    assert not np.array_equal(after[HOLE], before[HOLE])
+
+
+def test_grey_and_sixteen_bit_fills_are_converted_deliberately():
+    _, grey = restore_round_trip(encoded(Image.fromarray(RGB).convert("L"), "PNG"))
+    luma = round(0.299 * FILL[0] + 0.587 * FILL[1] + 0.114 * FILL[2])
+    assert abs(int(np.asarray(grey)[HOLE][0]) - luma) <= 1
+    _, deep = restore_round_trip(encoded(sixteen_bit(), "PNG"))
+    assert int(np.asarray(deep)[HOLE][0]) == int(np.asarray(grey)[HOLE][0]) * 257
+
+
+def test_sixteen_bit_is_seen_as_its_top_eight_bits():
+    source = sixteen_bit()
+    decoded = decode_image(encoded(source, "PNG"))
+    assert np.array_equal(decoded.rgb[..., 0], (np.asarray(source) >> 8).astype(np.uint8))
+    assert decoded.mode == "I;16"
+
+
+def test_palette_with_transparency_becomes_rgba_with_its_alpha():
+    palette_image = Image.fromarray(RGB).quantize(40)
+    palette_image.info["transparency"] = 3
+    decoded, output = restore_round_trip(encoded(palette_image, "PNG"))
+    transparent = np.asarray(palette_image) == 3
+    assert transparent.any() and decoded.alpha is not None
+    assert np.array_equal(decoded.alpha == 0, transparent)
+    assert output.mode == "RGBA"
+    assert np.array_equal(np.asarray(output)[..., 3], decoded.alpha)
+
+
+def test_cmyk_jpeg_stays_cmyk_jpeg():
+    decoded, output = restore_round_trip(encoded(Image.fromarray(RGB).convert("CMYK"), "JPEG", quality=95))
+    assert decoded.mode == "CMYK" and (output.format, output.mode) == ("JPEG", "CMYK")
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2])
+def test_jpeg_stays_jpeg_with_its_subsampling_at_high_quality(subsampling):
+    ys, xs = np.mgrid[0:24, 0:36]
+    smooth = np.stack([ys * 8, xs * 6, (ys + xs) * 4], -1).astype(np.uint8)  # photo-like: no sharp colour edges
+    data = encoded(Image.fromarray(smooth), "JPEG", quality=95, subsampling=subsampling)
+    _, output = restore_round_trip(data)
+    assert output.format == "JPEG" and JpegImagePlugin.get_sampling(output) == subsampling
+    quality_95 = Image.open(io.BytesIO(encoded(Image.fromarray(smooth), "JPEG", quality=95)))
+    assert output.quantization == quality_95.quantization
+
+
+def test_lossy_webp_stays_lossy_and_lossless_stays_lossless():
+    assert not decode_image(encoded(Image.fromarray(RGB), "WEBP", quality=80)).save.webp_lossless
+    assert decode_image(encoded(Image.fromarray(RGB), "WEBP", lossless=True)).save.webp_lossless
+
+
+def test_exif_orientation_is_applied_on_read_and_not_applied_twice():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    exif[0x010F] = "TestCam"
+    data = encoded(Image.fromarray(RGB), "JPEG", quality=95, exif=exif)
+    decoded = decode_image(data)
+    assert decoded.rgb.shape == (36, 24, 3)  # upright: width and height swapped
+    expected = np.asarray(Image.open(io.BytesIO(data)).transpose(Image.Transpose.ROTATE_270))
+    assert np.abs(decoded.rgb.astype(int) - expected.astype(int)).max() == 0
+    output = Image.open(io.BytesIO(encode_image(decoded.rgb, None, decoded)))
+    assert output.size == (24, 36)
+    assert output.getexif().get(0x0112, 1) == 1 and output.getexif().get(0x010F) == "TestCam"
+
+
+def test_icc_profile_and_dpi_are_kept():
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = encoded(Image.fromarray(RGB), "PNG", icc_profile=profile, dpi=(300, 300))
+    _, output = restore_round_trip(data)
+    assert output.info.get("icc_profile") == profile
+    assert tuple(round(v) for v in output.info["dpi"]) == (300, 300)
+
+
+def test_encode_by_format_name():
+    output = Image.open(io.BytesIO(encode_image(RGB, None, "jpg")))
+    assert output.format == "JPEG" and output.size == (36, 24)
+    with pytest.raises(ValueError, match="alpha"):
+        encode_image(RGB, RGB[..., 0], "JPEG")
+    with pytest.raises(ValueError, match="cannot write"):
+        encode_image(RGB, None, "GIF")
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"this is not an image at all", "cannot decode"),
+    (encoded(Image.fromarray(RGB), "JPEG")[:300], "(?i)truncated"),
+    (encoded(Image.fromarray(RGB), "PNG")[:120], "cannot decode"),
+], ids=["zero-byte", "garbage", "truncated-jpeg", "truncated-png"])
+def test_unreadable_inputs_raise_decode_errors(data, message):
+    with pytest.raises(ImageDecodeError, match=message):
+        decode_image(data)
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width`×`height` (a decompression bomb's calling card)."""
+    data = bytearray(encoded(Image.new("L", (1, 1)), "PNG"))
+    ihdr = 8  # after the signature: length, b"IHDR", data, crc
+    body = bytearray(data[ihdr + 8:ihdr + 8 + 13])
+    body[0:8] = struct.pack(">II", width, height)
+    data[ihdr + 8:ihdr + 8 + 13] = body
+    data[ihdr + 21:ihdr + 25] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(body)))
+    return bytes(data)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's own notice, then our refusal
+def test_decompression_bombs_are_refused_before_decoding():
+    with pytest.raises(ImageTooLargeError, match="over the limit"):
+        decode_image(png_claiming_size(10_000, 10_000))  # 100 MP: over the default limit
+    with pytest.raises(ImageTooLargeError):
+        decode_image(png_claiming_size(40_000, 40_000))  # so large that Pillow itself refuses it
+    with pytest.raises(ImageTooLargeError):
+        decode_image(encoded(Image.fromarray(RGB), "PNG"), max_pixels=100)
+
+
+def test_animated_images_are_refused():
+    frames = [Image.fromarray(RGB), Image.fromarray(RGB[::-1].copy())]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="PNG", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageDecodeError, match="frames"):
+        decode_image(buffer.getvalue())
+
+
+def test_float_images_are_refused():
+    with pytest.raises(ImageDecodeError, match="floating-point"):
+        decode_image(encoded(Image.fromarray(RGB[..., 0].astype(np.float32)), "TIFF"))
+
+
+def test_decodes_from_a_path(tmp_path):
+    path = tmp_path / "x.png"
+    path.write_bytes(encoded(Image.fromarray(RGB), "PNG"))
+    decoded = decode_image(path)
+    assert decoded.format == "PNG" and np.array_equal(decoded.rgb, RGB) and decoded.alpha is None

@@ -1,0 +1,309 @@
+"""run_job / `matpipe run` end to end on small datasets: outputs, resume, engines, inputs, reports."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipeline.config import JobConfig
+from pipeline.job import JobError, run_job
+from pipeline.shards import ResumeConflictError, committed_tables
+from pipeline.stages import FAULT_INJECTION_ENV
+
+from .conftest import REPO_ROOT, encode, hole_box, make_image_folder, textured_image, write_mask
+
+pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.timeout(300)]
+
+
+def job_config(uris, output_uri, masks: dict | None = None, **sections) -> JobConfig:
+    data = {
+        "inputs": {"uris": [str(uri) for uri in uris]},
+        "output": {"uri": str(output_uri)},
+        "masks": masks or {"method": "text"},
+        "engine": {"name": "opencv"},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return JobConfig.from_mapping(data)
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_readme_command_on_the_bundled_samples(tmp_path, capsys):
+    from pipeline.cli import main
+
+    samples = REPO_ROOT / "samples"
+    if not (samples / "masks").is_dir():
+        pytest.skip("samples/masks is not in this checkout yet")
+    out = tmp_path / "samples"
+
+    status = main(["run", "--input", str(samples / "images"), "--masks", f"given:{samples / 'masks'}",
+                   "--output", str(out), "--engine", "opencv"])
+
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "rows: 6 (ok 6, failed 0, skipped 0)" in printed
+    table = committed_tables(str(out))
+    assert sorted(table.column("id").to_pylist()) == sorted(p.name for p in (samples / "images").iterdir())
+    for row in table.to_pylist():
+        source = np.asarray(Image.open(samples / "images" / row["id"]).convert("RGB"))
+        hole = np.asarray(Image.open(io.BytesIO(row["mask"]))) == 255
+        restored = decode(row["image"]["bytes"])
+        assert restored.shape == source.shape and row["image"]["path"] == row["id"]
+        # JPEG in, JPEG out (quality 95): outside the hole only re-encoding noise remains.
+        assert np.abs(restored[~hole].astype(int) - source[~hole]).mean() < 2.5
+        assert row["hole_ratio"] == pytest.approx(hole.mean(), abs=1e-6) and row["seam_score"] is not None
+
+
+def test_output_is_complete_typed_and_loadable_as_a_hugging_face_image_dataset(image_folder, tmp_path):
+    images, masks, pixels = image_folder
+    out = tmp_path / "out"
+
+    report = run_job(job_config([images], out, {"method": "given", "options": {"mask_dir": str(masks)}},
+                                execution={"shard_size": 4}))
+
+    assert report.counts == {"ok": 6, "failed": 0, "skipped": 0} and report.shards_total == 2
+    assert report.complete and report.engine == "opencv"
+    data_files = sorted(os.listdir(out / "data"))
+    assert data_files == ["shard-00000.parquet", "shard-00001.parquet"]
+    table = pq.read_table(out / "data")  # pyarrow's own discovery sees only complete shards
+    meta = json.loads(table.schema.metadata[b"huggingface"])
+    assert meta["info"]["features"]["image"] == {"_type": "Image"}
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert set(rows) == set(pixels)
+    for name, source in pixels.items():
+        row = rows[name]
+        hole = hole_box(*source.shape[:2])
+        restored = decode(row["image"]["bytes"])
+        assert Image.open(io.BytesIO(row["image"]["bytes"])).format == {
+            "png": "PNG", "jpg": "JPEG", "webp": "WEBP", "bmp": "BMP"}[name.rsplit(".", 1)[1]]
+        if name.endswith((".png", ".bmp")):  # lossless: untouched pixels are bit-identical
+            assert np.array_equal(restored[~hole], source[~hole])
+        assert (row["width"], row["height"], row["status"], row["engine"]) == (64, 48, "ok", "opencv")
+        assert row["error"] is None and row["checkpoint_sha256"] is None
+        assert row["time_inpaint_s"] > 0 and row["texture_ratio"] is not None
+    config = json.loads((out / "_job" / "config.json").read_text())
+    assert config["config_hash"] == report.config_hash and config["resolved"]["engine"] == "opencv"
+    manifest = json.loads((out / "_job" / "manifest.json").read_text())
+    assert [shard["state"] for shard in manifest["shards"]] == ["committed", "committed"]
+    assert json.loads((out / "_job" / "report.json").read_text())["counts"]["ok"] == 6
+
+
+def test_rerun_skips_committed_shards_and_does_no_model_work(image_folder, tmp_path, monkeypatch):
+    images, masks, _ = image_folder
+    out = tmp_path / "out"
+    config = job_config([images], out, {"method": "given", "options": {"mask_dir": str(masks)}},
+                        execution={"shard_size": 3})
+    run_job(config)
+    before = {name: (out / "data" / name).read_bytes() for name in os.listdir(out / "data")}
+    # Any call of an inpainting actor would create this marker (and kill the actor).
+    marker = tmp_path / "inpaint-was-called"
+    monkeypatch.setenv(FAULT_INJECTION_ENV, json.dumps({"exit_once_marker": str(marker)}))
+
+    again = run_job(config.replace(execution={"batch_size": {"inpaint": 1}}))  # execution-only change: resumes
+
+    assert (again.shards_already_committed, again.shards_committed_now, again.rows_processed_now) == (2, 0, 0)
+    assert again.counts["ok"] == 6 and not marker.exists()
+    assert {name: (out / "data" / name).read_bytes() for name in os.listdir(out / "data")} == before
+    with pytest.raises(ResumeConflictError, match="different configuration"):
+        run_job(config.replace(engine={"seed": 7}))
+
+
+def test_parquet_input_with_references_ids_and_parquet_masks(tmp_path):
+    names = [f"img{i}" for i in range(3)]
+    clean = [textured_image(40, 48, i) for i in range(3)]
+    dirty = [image.copy() for image in clean]
+    hole = hole_box(40, 48)
+    for image in dirty:
+        image[hole] = 255  # a white blot to remove
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(pa.table({
+        "name": names,
+        "image": pa.array([{"bytes": encode(image), "path": None} for image in dirty], struct),
+        "clean": pa.array([{"bytes": encode(image), "path": None} for image in clean], struct),
+    }), tmp_path / "dataset.parquet")
+    pq.write_table(pa.table({"name": names, "mask": [encode(np.where(hole, 255, 0).astype(np.uint8))] * 3}),
+                   tmp_path / "masks.parquet")
+
+    report = run_job(job_config(
+        [tmp_path / "dataset.parquet"], tmp_path / "out",
+        {"method": "given", "options": {"parquet": str(tmp_path / "masks.parquet"), "key_column": "name"}},
+        inputs={"id_column": "name", "reference_column": "clean"}))
+
+    assert report.counts["ok"] == 3
+    rows = committed_tables(str(tmp_path / "out")).to_pylist()
+    assert [row["id"] for row in rows] == names
+    assert all(row["source"].endswith(f"dataset.parquet#{i}") for i, row in enumerate(rows))
+    for row, original in zip(rows, dirty):
+        assert row["psnr"] is not None and 10 < row["psnr"] < 100 and 0 < row["ssim"] < 1
+        # The blot is gone: the restored hole is far from white.
+        assert decode(row["image"]["bytes"])[hole].mean() < 240
+
+
+def test_memory_filesystem_input_is_read_on_the_driver(tmp_path):
+    bucket = f"memory://job-{uuid.uuid4().hex[:8]}/photos"
+    filesystem = fsspec.filesystem("memory")
+    masks = tmp_path / "masks"
+    for i, name in enumerate(["a.png", "sub/b.png"]):
+        with filesystem.open(f"{bucket}/{name}", "wb") as handle:
+            handle.write(encode(textured_image(24, 32, i)))
+        write_mask(masks / name, hole_box(24, 32))
+
+    report = run_job(job_config([bucket], tmp_path / "out", {"method": "given", "options": {"mask_dir": str(masks)}}))
+
+    assert report.counts["ok"] == 2
+    assert sorted(committed_tables(str(tmp_path / "out")).column("id").to_pylist()) == ["a.png", "sub/b.png"]
+
+
+def test_auto_engine_without_checkpoint_falls_back_to_opencv_loudly(image_folder, tmp_path, caplog):
+    images, masks, _ = image_folder
+    missing = str(tmp_path / "no-such-weights.safetensors")
+    masks_config = {"method": "given", "options": {"mask_dir": str(masks)}}
+
+    with pytest.raises(JobError, match="engine 'mat'"):
+        run_job(job_config([images], tmp_path / "mat", masks_config, engine={"name": "mat", "checkpoint": missing}))
+
+    report = run_job(job_config([images], tmp_path / "auto", masks_config,
+                                engine={"name": "auto", "checkpoint": missing}))
+    assert report.engine == "opencv" and "NO MAT CHECKPOINT" in report.engine_warning
+    assert "NO MAT CHECKPOINT" in report.summary()
+    assert any("NO MAT CHECKPOINT" in record.getMessage() and record.levelname == "WARNING"
+               for record in caplog.records)
+    saved = json.loads((tmp_path / "auto" / "_job" / "report.json").read_text())
+    assert "NO MAT CHECKPOINT" in saved["engine_warning"]
+
+
+def test_mat_engine_with_random_weights_through_the_real_loader(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from matcore import Generator
+    from matcore.checkpoints import file_sha256
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "random-mat-256.safetensors"
+    save_file({k: v.contiguous() for k, v in Generator(256).state_dict().items()}, str(checkpoint))
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    pixels = make_image_folder(images, ["one.png", "two.png"], size=(40, 56), masks=masks)
+
+    report = run_job(job_config([images], tmp_path / "out", {"method": "given", "options": {"mask_dir": str(masks)}},
+                                engine={"name": "mat", "checkpoint": str(checkpoint)}))
+
+    assert report.engine == "mat" and report.counts["ok"] == 2
+    assert report.checkpoint_sha256 == file_sha256(checkpoint)
+    for row in committed_tables(str(tmp_path / "out")).to_pylist():
+        restored, source = decode(row["image"]["bytes"]), pixels[row["id"]]
+        hole = hole_box(40, 56)
+        assert row["engine"] == "mat" and row["checkpoint_sha256"] == report.checkpoint_sha256
+        assert np.array_equal(restored[~hole], source[~hole]) and not np.array_equal(restored[hole], source[hole])
+
+
+def test_image_files_mirror_the_input_tree_in_the_input_format(image_folder, tmp_path):
+    images, masks, pixels = image_folder
+    out = tmp_path / "out"
+    run_job(job_config([images], out, {"method": "given", "options": {"mask_dir": str(masks)}},
+                       output={"write_images": True}))
+    written = sorted(str(path.relative_to(out / "images")) for path in (out / "images").rglob("*") if path.is_file())
+    assert written == sorted(pixels)
+    for name in pixels:
+        expected = Image.open(images / name).format
+        assert Image.open(out / "images" / name).format == expected
+
+
+def test_cli_flags_override_the_config_file(image_folder, tmp_path, capsys):
+    from pipeline.cli import main
+
+    images, masks, _ = image_folder
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(f"inputs: {{uris: [{tmp_path / 'elsewhere'}]}}\noutput: {{uri: {tmp_path / 'ignored'}}}\n"
+                           "engine: {name: opencv}\nexecution: {shard_size: 2}\n")
+    out = tmp_path / "out"
+
+    assert main(["run", "--config", str(config_file), "--input", str(images), "--output", str(out),
+                 "--masks", f"given:{masks}", "--shard-size", "5"]) == 0
+    assert "shards: 2 (0 already committed, 2 committed now)" in capsys.readouterr().out
+
+    assert main(["run", "--input", str(images), "--output", str(tmp_path / "x"), "--masks", "given"]) == 1
+    assert "--masks given needs a location" in capsys.readouterr().err
+    assert main(["run", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "y"),
+                 "--masks", f"given:{masks}", "--engine", "opencv"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_output_inside_the_input_is_refused(image_folder):
+    images, masks, _ = image_folder
+    with pytest.raises(JobError, match="inside the input"):
+        run_job(job_config([images], images / "out", {"method": "given", "options": {"mask_dir": str(masks)}}))
+    assert not (images / "out").exists()
+
+
+def stamp_watermark(image: np.ndarray) -> np.ndarray:
+    """The same semi-transparent text-and-frame logo in the bottom-right corner of every image."""
+    from PIL import ImageDraw, ImageFont
+
+    base = Image.fromarray(image).convert("RGBA")
+    overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    draw.text((base.width - 70, base.height - 28), "WM©", fill=(255, 255, 255, 170),
+              font=ImageFont.load_default(size=18))
+    draw.rectangle((base.width - 74, base.height - 30, base.width - 8, base.height - 6),
+                   outline=(255, 255, 255, 200), width=2)
+    return np.asarray(Image.alpha_composite(base, overlay).convert("RGB"))
+
+
+def test_consistent_masks_are_fitted_once_per_job_and_reused_on_resume(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(10):
+        (images / f"wm{i}.png").write_bytes(encode(stamp_watermark(textured_image(96, 128, i))))
+    for i in range(2):
+        (images / f"clean{i}.png").write_bytes(encode(textured_image(96, 128, 50 + i)))
+    out = tmp_path / "out"
+    config = job_config([images], out, {"method": "consistent", "fit_sample_size": 12}, execution={"shard_size": 6})
+
+    report = run_job(config)
+
+    template = out / "_job" / "consistent_template.npz"
+    assert template.is_file() and report.counts == {"ok": 12, "failed": 0, "skipped": 0}
+    rows = {row["id"]: row for row in committed_tables(str(out)).to_pylist()}
+    for i in range(10):
+        row = rows[f"wm{i}.png"]
+        assert row["mask_method"] == "consistent" and row["hole_ratio"] > 0.05 and row["engine"] == "opencv"
+        # The detector was run again on the restored image: its figures are there.
+        assert row["residual_hole_ratio"] is not None and row["rerun_hole_ratio"] is not None
+    for i in range(2):
+        row = rows[f"clean{i}.png"]
+        # Nothing found: the row is clean already and keeps its input bytes untouched.
+        assert row["hole_ratio"] == 0 and row["engine"] is None
+        assert row["image"]["bytes"] == (images / f"clean{i}.png").read_bytes()
+
+    # Lose a shard; the rerun masks it with the saved template, not a new fit.
+    fitted = template.read_bytes()
+    os.unlink(out / "_shards" / "shard-00001_stats.json")
+    again = run_job(config)
+    assert again.shards_committed_now == 1 and template.read_bytes() == fitted
+    assert {r["id"]: r["image"] for r in committed_tables(str(out)).to_pylist()} == {
+        k: r["image"] for k, r in rows.items()}
+
+
+def test_hugging_face_datasets_loads_the_output_with_an_image_feature(image_folder, tmp_path):
+    import datasets  # the dev extra installs it
+    images, masks, pixels = image_folder
+    run_job(job_config([images], tmp_path / "out", {"method": "given", "options": {"mask_dir": str(masks)}}))
+
+    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"),
+                                   split="train", cache_dir=str(tmp_path / "hf-cache"))
+
+    assert isinstance(loaded.features["image"], datasets.Image)
+    row = loaded[0]
+    assert row["image"].size == (64, 48) and row["status"] == "ok" and row["id"] in pixels
