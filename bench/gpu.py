@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mat_forward import (  # noqa: E402
     DTYPES, MatmulProbe, build_generator, build_parser, check_dtypes, count_gflop, describe_machine, forward_fn,
-    make_inputs, measure, parse_list, rel_l2,
+    make_inputs, measure, parse_list, rel_l2, retain_freed_memory,
 )
 
 GPU_CEILING_SIZES = (4096, 8192)
@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no CUDA device here; run with --device cpu for a smoke test", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    if args.allocator == "retain" and not retain_freed_memory():
+        parser.error("--allocator retain needs glibc")
     dtypes = parse_list(args.dtype)
     check_dtypes(parser, dtypes)
     # float32 first: it is the reference every other dtype is checked against, batch by batch.

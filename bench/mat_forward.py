@@ -9,6 +9,7 @@ the Inpainter uses.
     python bench/mat_forward.py                                  # 512², batch 1 and 4, fp32 and bf16, CPU
     python bench/mat_forward.py --resolution 256 --batch 1 --dtype fp32 --runs 5
     python bench/mat_forward.py --variant eager,compile          # also time torch.compile (slow to build)
+    python bench/mat_forward.py --allocator retain               # glibc keeps freed memory (see NOTES.md)
 
 The weights are random (speed does not depend on them). `bench/gpu.py` reuses these helpers.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import platform
 import statistics
 import sys
@@ -138,6 +140,25 @@ def measure(fn: Callable[[], torch.Tensor], probe: MatmulProbe, runs: int,
     return seconds, probes, out
 
 
+def retain_freed_memory() -> bool:
+    """Ask glibc to serve every allocation from its heap and to keep freed memory instead of returning it.
+
+    By default glibc maps each buffer over 32 MB afresh and unmaps it on free, so every large activation
+    is zero-filled by the kernel one 4 KiB page fault at a time (~0.5 ms per MB here). Process-wide, and the
+    resident size then stays at its peak: a deployment choice (the same as MALLOC_MMAP_THRESHOLD_ and
+    MALLOC_TRIM_THRESHOLD_ in the environment), not something a library should do behind a user's back.
+    Returns False where this is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    largest = ctypes.c_int(2**31 - 1)
+    return bool(mallopt(m_mmap_threshold, largest)) and bool(mallopt(m_trim_threshold, largest))
+
+
 def build_generator(resolution: int, device: torch.device, seed: int = 0) -> Generator:
     torch.manual_seed(seed)
     return Generator(resolution).eval().to(device)
@@ -193,11 +214,11 @@ def rel_l2(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    header = (f"{'variant':<8} {'dtype':<5} {'res':>4} {'batch':>5} {'s/image':>8} {'images/s':>8} "
+    header = (f"{'variant':<14} {'dtype':<5} {'res':>4} {'batch':>5} {'s/image':>8} {'images/s':>8} "
               f"{'GFLOP/s':>8} {'ceiling':>8} {'% ceil':>6} {'runs':>4}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r.variant:<8} {r.dtype:<5} {r.resolution:>4} {r.batch:>5} {r.seconds_per_image:>8.3f} "
+        lines.append(f"{r.variant:<14} {r.dtype:<5} {r.resolution:>4} {r.batch:>5} {r.seconds_per_image:>8.3f} "
                      f"{r.images_per_second:>8.2f} {r.gflops:>8.0f} {r.ceiling_gflops:>8.0f} "
                      f"{r.percent_of_ceiling:>5.0f}% {len(r.seconds):>4}")
     return "\n".join(lines)
@@ -229,6 +250,8 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1, help="untimed forwards before each row")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--variant", default="eager", help="comma-separated, of eager,compile")
+    parser.add_argument("--allocator", default="default", choices=("default", "retain"),
+                        help="'retain': glibc keeps freed memory for reuse (process-wide; see retain_freed_memory)")
     parser.add_argument("--small-ceiling", action="store_true",
                         help="measure the ceiling with tiny matmuls (smoke tests; the %% column is then meaningless)")
     return parser
@@ -251,7 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(v not in ("eager", "compile") for v in variants):
         parser.error(f"unknown variant in {variants}; choose from eager, compile")
 
-    print(f"# MAT-{args.resolution} forward on {describe_machine(device)}")
+    suffix = ""
+    if args.allocator == "retain":
+        if not retain_freed_memory():
+            parser.error("--allocator retain needs glibc")
+        suffix = "+retain"
+    print(f"# MAT-{args.resolution} forward on {describe_machine(device)}; allocator: {args.allocator}")
     probes = {d: MatmulProbe(device, DTYPES[d], SMALL_CEILING_SIZES if args.small_ceiling else CEILING_SIZES)
               for d in dtypes}
     calibrated = {d: probe.calibrate() for d, probe in probes.items()}
@@ -270,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run = forward_fn(model, make_inputs(batch, args.resolution, device), device, DTYPES[dtype_name])
                 with torch.inference_mode():
                     seconds, ceiling, _ = measure(run, probes[dtype_name], args.runs, args.warmup)
-                row = Row(variant, dtype_name, batch, args.resolution, seconds, ceiling, gflop)
+                row = Row(variant + suffix, dtype_name, batch, args.resolution, seconds, ceiling, gflop)
                 print(format_table([row]).splitlines()[-1], flush=True)
     return 0
 

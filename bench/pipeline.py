@@ -136,12 +136,18 @@ def _tree_cpu_seconds(root_pid: int) -> float:
 
 
 class MemorySampler:
-    """Peak driver RSS and peak process-tree PSS (Linux /proc), sampled in a background thread."""
+    """Peak driver RSS, process-tree PSS (Linux /proc) and Ray object-store use, sampled in a thread.
+
+    The object store holds every batch in flight between stages: its peak is the direct measure of
+    what backpressure bounds. The tree's PSS also moves with how many Ray worker processes happen to
+    be alive (100–300 MiB each), which has nothing to do with the data.
+    """
 
     def __init__(self, interval_s: float = 0.25) -> None:
         self.interval_s = interval_s
         self.peak_driver_rss = 0
         self.peak_tree_pss = 0
+        self.peak_object_store = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -150,6 +156,12 @@ class MemorySampler:
         self.peak_driver_rss = max(self.peak_driver_rss, _proc_kib(me, "status", "VmRSS") * 1024)
         total = sum(_proc_kib(pid, "smaps_rollup", "Pss") for pid in _proc_tree(me)) * 1024
         self.peak_tree_pss = max(self.peak_tree_pss, total)
+        import ray
+
+        if ray.is_initialized():
+            capacity = ray.cluster_resources().get("object_store_memory", 0)
+            free = ray.available_resources().get("object_store_memory", capacity)
+            self.peak_object_store = max(self.peak_object_store, int(capacity - free))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -228,6 +240,7 @@ def end_to_end(images_dir: Path, masks_dir: Path, output: Path, engine: str, che
         "images_per_s": report.total_rows / elapsed, "steady_images_per_s": steady_rate(commits),
         "model_busy": inpaint_seconds / elapsed, "cpu_s_per_image": cpu / report.total_rows,
         "peak_driver_rss": memory.peak_driver_rss, "peak_tree_pss": memory.peak_tree_pss,
+        "peak_object_store": memory.peak_object_store,
     }
 
 
@@ -235,7 +248,7 @@ def steady_rate(commits: list[tuple[float, int]]) -> float | None:
     """Rows/s once the pipeline is full: the least-squares slope of rows committed against time over
     every commit after the first (start-up — Ray workers, actors, model load — lies before it; a slope
     rather than two end points, because shards finishing in the same batch commit in bursts)."""
-    if len(commits) < 3:
+    if len(commits) < 8:  # fewer points and the bursts dominate the slope
         return None
     times = np.array([t for t, _ in commits[1:]])
     rows = np.cumsum([count for _, count in commits])[1:]
@@ -324,8 +337,8 @@ def main() -> None:
           f"timing), shard size {args.shard_size}\n")
     print("| engine | images | size | model-only img/s | end-to-end img/s (wall) | ratio | end-to-end img/s "
           "(steady) | ratio | model busy in job | CPU-s/img model → job | model / job CPU | peak driver RSS "
-          "| peak tree PSS |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| peak object store | peak tree PSS |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for engine, count, size, model, e2e in rows:
         steady = e2e["steady_images_per_s"]
         steady_cells = f"{steady:.2f} | {steady / model['images_per_s']:.0%}" if steady else "– | –"
@@ -333,12 +346,13 @@ def main() -> None:
               f"{e2e['images_per_s']:.2f} | {e2e['images_per_s'] / model['images_per_s']:.0%} | {steady_cells} | "
               f"{e2e['model_busy']:.0%} | {model['cpu_s_per_image']:.3f} → {e2e['cpu_s_per_image']:.3f} | "
               f"{model['cpu_s_per_image'] / e2e['cpu_s_per_image']:.0%} | "
-              f"{_mib(e2e['peak_driver_rss'])} | {_mib(e2e['peak_tree_pss'])} |")
+              f"{_mib(e2e['peak_driver_rss'])} | {_mib(e2e['peak_object_store'])} | {_mib(e2e['peak_tree_pss'])} |")
     opencv_rows = [row for row in rows if row[0] == "opencv"]
     if len(opencv_rows) >= 2:
         small, large = opencv_rows[0][4], opencv_rows[-1][4]
         print(f"\nmemory {opencv_rows[0][1]} → {opencv_rows[-1][1]} images: driver RSS "
-              f"{large['peak_driver_rss'] / small['peak_driver_rss'] - 1:+.1%}, process tree PSS "
+              f"{large['peak_driver_rss'] / small['peak_driver_rss'] - 1:+.1%}, object store "
+              f"{large['peak_object_store'] / max(small['peak_object_store'], 1) - 1:+.1%}, process tree PSS "
               f"{large['peak_tree_pss'] / small['peak_tree_pss'] - 1:+.1%}")
 
 

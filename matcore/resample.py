@@ -78,7 +78,7 @@ def upfirdn2d(
     px0, px1, py0, py1 = padding
     ex0, ex1 = px0 - (kw - 1), px1 + (up - 1) - (kw - 1)
     ey0, ey1 = py0 - (kh - 1), py1 + (up - 1) - (kh - 1)
-    crop = max(0, -min(ex0, ex1, ey0, ey1))
+    crop = max(0, -max(ex0, ex1, ey0, ey1))  # what the transposed conv may crop on every side
     kernel = _depthwise_kernel(f, x.shape[1], gain, x.dtype, flip=False)
     same = ex0 == ex1 == ey0 == ey1 and ex0 <= 0
     x = F.conv_transpose2d(x, kernel, bias=bias if same else None, stride=up, padding=crop, groups=x.shape[1])

@@ -15,6 +15,7 @@ from pipeline.masks import (
     dilate_hole,
     postprocess,
 )
+from pipeline.masks.fields import normalised_correlation
 from pipeline.masks.poisson import forward_gradients, poisson_reconstruct
 
 from .conftest import iou, logo_alpha, paint_logo, scenes
@@ -49,6 +50,13 @@ def test_poisson_reconstruction_inverts_forward_gradients():
     image = np.random.default_rng(0).normal(size=(23, 31)).astype(np.float32)
     gx, gy = forward_gradients(image)
     np.testing.assert_allclose(poisson_reconstruct(gx, gy), image - image.mean(), atol=1e-4)
+
+
+def test_normalised_correlation_peaks_at_one_where_the_template_was_cut():
+    field = np.random.default_rng(1).normal(size=(40, 50, 2)).astype(np.float32)
+    scores = normalised_correlation(field, field[12:22, 30:45])
+    assert np.unravel_index(np.argmax(scores), scores.shape) == (12, 30)
+    assert scores.max() == pytest.approx(1.0, abs=1e-5) and scores.min() >= -1.0 - 1e-5
 
 
 def test_fit_finds_a_template_the_size_of_the_logo(fitted):
