@@ -29,18 +29,18 @@ GPU_CEILING_SIZES = (4096, 8192)
 SMALL_CEILING_SIZES = (256,)
 
 
-def format_row(dtype: str, batch: int, seconds: list[float], probes: list[float], gflop: float,
+def format_row(variant: str, dtype: str, batch: int, seconds: list[float], probes: list[float], gflop: float,
                peak_gib: float | None, error: float | None) -> str:
     per_image = statistics.median(seconds) / batch
     rate = gflop / per_image
     share = statistics.median(gflop * batch / s / p for s, p in zip(seconds, probes))
     peak = "n/a" if peak_gib is None else f"{peak_gib:.1f}"
     err = "ref" if error is None else f"{error:.1e}"
-    return (f"{dtype:<5} {batch:>5} {per_image * 1e3:>9.1f} {1 / per_image:>9.1f} {rate / 1e3:>9.2f} "
+    return (f"{variant:<8} {dtype:<5} {batch:>5} {per_image * 1e3:>9.1f} {1 / per_image:>9.1f} {rate / 1e3:>9.2f} "
             f"{100 * share:>8.1f}% {peak:>8} {err:>9} {len(seconds):>4}")
 
 
-HEADER = (f"{'dtype':<5} {'batch':>5} {'ms/image':>9} {'images/s':>9} {'TFLOP/s':>9} {'% bf16':>9} "
+HEADER = (f"{'variant':<8} {'dtype':<5} {'batch':>5} {'ms/image':>9} {'images/s':>9} {'TFLOP/s':>9} {'% bf16':>9} "
           f"{'peak GiB':>8} {'rel-L2':>9} {'runs':>4}")
 
 
@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_dtypes(parser, dtypes)
     # float32 first: it is the reference every other dtype is checked against, batch by batch.
     dtypes.sort(key=lambda d: d != "fp32")
+    variants = parse_list(args.variant)
+    if any(v not in ("eager", "compile") for v in variants):
+        parser.error(f"unknown variant in {variants}; choose from eager, compile")
 
     print(f"# MAT-{args.resolution} forward on {describe_machine(device)}")
     if device.type == "cuda":
@@ -76,30 +79,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     references: dict[int, torch.Tensor] = {}
     worst: dict[str, float] = {}
     all_finite = True
-    for dtype_name in dtypes:
-        for batch in parse_list(args.batch, int):
-            inputs = make_inputs(batch, args.resolution, device)
-            run = forward_fn(generator, inputs, device, DTYPES[dtype_name])
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            try:
-                with torch.inference_mode():
-                    seconds, probes, out = measure(run, probe, args.runs, args.warmup)
-            except torch.cuda.OutOfMemoryError:
-                print(f"{dtype_name:<5} {batch:>5} out of memory")
-                torch.cuda.empty_cache()
-                continue
-            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-            finite = bool(torch.isfinite(out).all())
-            all_finite &= finite
-            error = None
-            if dtype_name == "fp32":
-                references[batch] = out.float()
-            elif batch in references:
-                error = rel_l2(out.float(), references[batch]) if finite else float("inf")
-                worst[dtype_name] = max(worst.get(dtype_name, 0.0), error)
-            print(format_row(dtype_name, batch, seconds, probes, gflop, peak, error), flush=True)
-            del out
+    for variant in variants:
+        model = torch.compile(generator) if variant == "compile" else generator
+        for dtype_name in dtypes:
+            for batch in parse_list(args.batch, int):
+                inputs = make_inputs(batch, args.resolution, device)
+                run = forward_fn(model, inputs, device, DTYPES[dtype_name])
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                try:
+                    with torch.inference_mode():
+                        seconds, probes, out = measure(run, probe, args.runs, args.warmup)
+                except torch.cuda.OutOfMemoryError:
+                    print(f"{variant:<8} {dtype_name:<5} {batch:>5} out of memory")
+                    torch.cuda.empty_cache()
+                    continue
+                peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+                finite = bool(torch.isfinite(out).all())
+                all_finite &= finite
+                error = None
+                if dtype_name == "fp32" and batch not in references:
+                    references[batch] = out.float()
+                elif batch in references:
+                    error = rel_l2(out.float(), references[batch]) if finite else float("inf")
+                    key = f"{variant} {dtype_name}"
+                    worst[key] = max(worst.get(key, 0.0), error)
+                print(format_row(variant, dtype_name, batch, seconds, probes, gflop, peak, error), flush=True)
+                del out
     for dtype_name, error in worst.items():
         print(f"# {dtype_name}: worst rel-L2 against float32 {error:.2e}")
     if not all_finite:

@@ -255,8 +255,11 @@ class ModulatedConv2d(nn.Module):
         x = mul_(x, styles) if overwrite_input else x * styles
         w = (weight * self.weight_gain).to(x.dtype)
         out = conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down, padding=self.padding)
-        out = mul_(out, out_scale.to(x.dtype).view(batch, -1, 1, 1))
-        return out if b is None else add_(out, b.view(1, -1, 1, 1))
+        scale = out_scale.to(x.dtype).view(batch, -1, 1, 1)
+        if b is None:
+            return mul_(out, scale)
+        # out * scale + bias in one pass (and, in reduced precision, one rounding instead of two).
+        return torch.addcmul(b.view(1, -1, 1, 1), out, scale, out=out if _in_place_ok(out) else None)
 
 
 class StyleConv(nn.Module):
