@@ -171,7 +171,8 @@ class SynthesisNet(nn.Module):
         x = known + out_stg1 * (1 - keep_masks)
         # Channels-last from the first convolution on (the layout then propagates through every conv and
         # in-place op): oneDNN's convolutions, the depthwise FIR ones above all, run faster in it.
-        features = self.enc(torch.cat([keep_masks - 0.5, x, known], dim=1).contiguous(memory_format=torch.channels_last))
+        enc_input = torch.cat([keep_masks - 0.5, x, known], dim=1).contiguous(memory_format=torch.channels_last)
+        features = self.enc(enc_input)
 
         # Stochastic bottleneck: dropped features are replaced by a code from w (official: dropout 0.5).
         noise_code = self.to_square(ws[:, 0]).view(-1, 1, BOTTLENECK, BOTTLENECK)

@@ -70,10 +70,10 @@ def upfirdn2d(
         return filter2d(x, f, padding, gain, down=down, bias=bias)
     if down != 1:
         raise ValueError("upfirdn2d: up- and downsampling together are not used by MAT")
-    # Zero insertion followed by a convolution is a transposed convolution with stride `up`. The official
-    # zero insertion appends up-1 zeros after the last sample, so its "before" padding lines up with the
-    # transposed convolution's implicit kw-1 and the "after" one needs up-1 less; whatever is not symmetric
-    # is cropped or padded afterwards.
+    # Zero insertion followed by a convolution is a transposed convolution with stride `up`, whose output is
+    # the full convolution (kw-1 implicit zeros on each side). The official layout differs from it by the
+    # requested padding before, and by the padding plus the up-1 zeros its zero insertion appends after the
+    # last sample; the common (symmetric) crop is done by the transposed conv itself, any rest explicitly.
     kh, kw = f.shape
     px0, px1, py0, py1 = padding
     ex0, ex1 = px0 - (kw - 1), px1 + (up - 1) - (kw - 1)
