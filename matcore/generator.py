@@ -192,6 +192,11 @@ class Generator(nn.Module):
 
     `use_noise=False` builds the variant without the decoder's noise inputs, which is what IOPaint's
     re-packaged checkpoints contain (and equals running the official model with noise switched off).
+
+    Reduced precision: call it under `torch.autocast(device_type, dtype=torch.bfloat16)` (or float16 on a
+    GPU) with the float32 weights as loaded; the few scale-setting computations (mapping network, style
+    affines and demodulation, mask arithmetic, attention normalisation) stay in float32 inside, and the
+    outputs are float32 with the known pixels copied exactly.
     """
 
     def __init__(self, img_resolution: int = 512, img_channels: int = 3, use_noise: bool = True):

@@ -48,7 +48,7 @@ def test_readme_command_on_the_bundled_samples(tmp_path, capsys):
     out = tmp_path / "samples"
 
     status = main(["run", "--input", str(samples / "images"), "--masks", f"given:{samples / 'masks'}",
-                   "--output", str(out), "--engine", "opencv"])
+                   "--output", str(out), "--write-images", "--engine", "opencv"])
 
     assert status == 0
     printed = capsys.readouterr().out
@@ -63,6 +63,7 @@ def test_readme_command_on_the_bundled_samples(tmp_path, capsys):
         # JPEG in, JPEG out (quality 95): outside the hole only re-encoding noise remains.
         assert np.abs(restored[~hole].astype(int) - source[~hole]).mean() < 2.5
         assert row["hole_ratio"] == pytest.approx(hole.mean(), abs=1e-6) and row["seam_score"] is not None
+        assert (out / "images" / row["id"]).read_bytes() == row["image"]["bytes"]
 
 
 def test_output_is_complete_typed_and_loadable_as_a_hugging_face_image_dataset(image_folder, tmp_path):
