@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +29,29 @@ def load_fill_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+PARITY_CASES = {case["name"]: case for case in json.loads((MAT_FIXTURES / "cases.json").read_text())}
+
+
+def rel_l2(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((ours.double() - ref.double()).norm() / ref.double().norm())
+
+
+def load_parity_case(case_name: str, fill_state_dict) -> tuple:
+    """A fixture case ready to run: (case, generator with the fill weights, images, masks, z, keep_maps)."""
+    import numpy as np
+
+    from matcore import Generator, sample_latents
+
+    case = PARITY_CASES[case_name]
+    generator = Generator(case["resolution"])
+    generator.load_state_dict(fill_state_dict(generator.state_dict()))
+    generator.eval()
+    images = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_image_u8.npy")).float() / 127.5 - 1
+    masks = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_mask_u8.npy")).float()
+    z, k1, k2 = sample_latents(case["seeds"])
+    return case, generator, images, masks, z, (k1, k2)
 
 
 @pytest.fixture(scope="session")

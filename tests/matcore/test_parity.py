@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from matcore import Discriminator, Generator, sample_latents
-from tests.conftest import MAT_FIXTURES
+from matcore import Discriminator, Generator
+from tests.conftest import MAT_FIXTURES, PARITY_CASES, load_parity_case, rel_l2
 
 REL_L2_MAX = 1e-4
 ABS_MAX = 1e-2
-CASES = {case["name"]: case for case in json.loads((MAT_FIXTURES / "cases.json").read_text())}
 
 
 def _manifest(name: str) -> dict:
@@ -42,20 +41,9 @@ def test_discriminator_state_dict_equals_official_manifest():
     _assert_matches_manifest(Discriminator(512), _manifest("D512"))
 
 
-def _rel_l2(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((ours.double() - ref.double()).norm() / ref.double().norm())
-
-
-@pytest.mark.parametrize("case_name", sorted(CASES))
+@pytest.mark.parametrize("case_name", sorted(PARITY_CASES))
 def test_outputs_equal_official(case_name, fill_state_dict):
-    case = CASES[case_name]
-    generator = Generator(case["resolution"])
-    generator.load_state_dict(fill_state_dict(generator.state_dict()))
-    generator.eval()
-
-    images = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_image_u8.npy")).float() / 127.5 - 1
-    masks = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_mask_u8.npy")).float()
-    z, k1, k2 = sample_latents(case["seeds"])
+    case, generator, images, masks, z, (k1, k2) = load_parity_case(case_name, fill_state_dict)
     np.testing.assert_array_equal(z.numpy(), np.load(MAT_FIXTURES / f"{case_name}_z.npy"))
 
     with torch.inference_mode():
@@ -66,5 +54,5 @@ def test_outputs_equal_official(case_name, fill_state_dict):
         ref = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_{name}.npy"))
         assert ours.shape == ref.shape
         assert torch.isfinite(ours).all()
-        assert _rel_l2(ours, ref) <= REL_L2_MAX, f"{name}: rel-L2 {_rel_l2(ours, ref):.3e}"
+        assert rel_l2(ours, ref) <= REL_L2_MAX, f"{name}: rel-L2 {rel_l2(ours, ref):.3e}"
         assert float((ours - ref).abs().max()) <= ABS_MAX, f"{name}: max-abs {float((ours - ref).abs().max()):.3e}"

@@ -3,34 +3,21 @@ places where half precision used to break (0/0 in the attention's normalisation 
 mask arithmetic) stay finite."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from matcore import Generator, sample_latents
 from matcore.attention import WindowAttention
 from matcore.layers import Conv2dLayerPartial
-from tests.conftest import MAT_FIXTURES
+from tests.conftest import MAT_FIXTURES, PARITY_CASES, load_parity_case, rel_l2
 
 BF16_REL_L2_MAX = 2e-2  # measured 0.6e-2 to 1.4e-2 on these fixtures (bench/NOTES.md)
-CASES = {case["name"]: case for case in json.loads((MAT_FIXTURES / "cases.json").read_text())}
 
 
-def _rel_l2(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((ours.double() - ref.double()).norm() / ref.double().norm())
-
-
-@pytest.mark.parametrize("case_name", sorted(CASES))
+@pytest.mark.parametrize("case_name", sorted(PARITY_CASES))
 def test_bfloat16_autocast_stays_close_to_float32(case_name, fill_state_dict):
-    case = CASES[case_name]
-    generator = Generator(case["resolution"])
-    generator.load_state_dict(fill_state_dict(generator.state_dict()))
-    generator.eval()
-    images = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_image_u8.npy")).float() / 127.5 - 1
-    masks = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_mask_u8.npy")).float()
-    z, k1, k2 = sample_latents(case["seeds"])
+    case, generator, images, masks, z, (k1, k2) = load_parity_case(case_name, fill_state_dict)
 
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         out, stg1 = generator(images, masks, z, truncation_psi=case["truncation_psi"],
@@ -41,7 +28,7 @@ def test_bfloat16_autocast_stays_close_to_float32(case_name, fill_state_dict):
         ref = torch.from_numpy(np.load(MAT_FIXTURES / f"{case_name}_{name}.npy"))
         assert ours.shape == ref.shape
         assert torch.isfinite(ours).all(), f"{name}: non-finite values under bfloat16"
-        assert _rel_l2(ours, ref) <= BF16_REL_L2_MAX, f"{name}: rel-L2 {_rel_l2(ours, ref):.3e}"
+        assert rel_l2(ours, ref) <= BF16_REL_L2_MAX, f"{name}: rel-L2 {rel_l2(ours, ref):.3e}"
         # Known pixels are copied, not recomputed, whatever the precision.
         assert torch.equal(ours[keep], images[keep])
 
