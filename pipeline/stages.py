@@ -417,7 +417,8 @@ class InpaintStage:
     in one call instead (GPU throughput) and falls back to one by one when that call fails, so only
     the culprit row fails. `threads` bounds torch/OpenCV threads on CPU actors.
     `fault_injection` is a test hook: {"exit_once_marker": path} kills the actor process the first
-    time a batch arrives (once per marker file), {"delay_s": x} slows every batch down.
+    time a batch arrives (once per marker file), {"delay_s": x} slows every batch down, and with
+    {"delay_from_shard": k} only batches holding a row of shard index k or later.
     """
 
     def __init__(self, engine: str, checkpoint: str | None = None, *, checkpoint_sha256: str = "",
@@ -460,10 +461,14 @@ class InpaintStage:
                 results.append(exc)
         return results
 
+    def _delays(self, batch: Batch) -> bool:
+        first = self.fault_injection.get("delay_from_shard")
+        return first is None or "shard" not in batch or bool((np.asarray(batch["shard"]) >= int(first)).any())
+
     def __call__(self, batch: Batch) -> Batch:
         if self.fault_injection.get("exit_once_marker"):
             _exit_once(str(self.fault_injection["exit_once_marker"]))
-        if self.fault_injection.get("delay_s"):
+        if self.fault_injection.get("delay_s") and self._delays(batch):
             time.sleep(float(self.fault_injection["delay_s"]))
         batch = ensure_row_columns(batch)
         rows = row_count(batch)
