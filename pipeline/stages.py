@@ -187,11 +187,11 @@ class Engine:
 
     def __init__(self, name: str, checkpoint: str | None = None, *, device: str = "cpu", dtype: str = "float32",
                  options: Mapping[str, Any] | None = None) -> None:
-        import torch
-
         self.name = name
         options = dict(options or {})
         if name == "mat":
+            import torch
+
             from matcore import load_generator
             from matcore.inpainter import Inpainter
 
