@@ -45,12 +45,23 @@ def load_config(config: dict[str, Any] | None = None, config_path: str | None = 
 
 
 def shard_cache_key(_context: Any, parameters: dict[str, Any]) -> str:
-    """A finished shard of the same job (same output, config, checkpoint) never runs twice."""
+    """Finished shards of the same job (same output, config, checkpoint) never run twice."""
     output = hashlib.sha256(parameters["output_uri"].encode()).hexdigest()[:16]
+    names = parameters["shard_names"]
+    # One shard keeps its readable name; a group is named by its first shard and a digest of all of them.
+    group = names[0] if len(names) == 1 else f"{names[0]}+{len(names) - 1}-" + hashlib.sha256(
+        "\n".join(names).encode()).hexdigest()[:12]
     return "-".join([
-        "restore-shard", parameters["shard_name"], parameters["config_hash"][:16],
+        "restore-shards", group, parameters["config_hash"][:16],
         parameters["checkpoint_sha256"][:16] or "no-checkpoint", output,
     ])
+
+
+def shard_groups(names: list[str], shards_per_task: int) -> list[list[str]]:
+    """Consecutive shards, `shards_per_task` to a task (the last group may be smaller)."""
+    if shards_per_task < 1:
+        raise ValueError(f"shards_per_task must be at least 1, got {shards_per_task}")
+    return [names[i:i + shards_per_task] for i in range(0, len(names), shards_per_task)]
 
 
 def _maybe_fail_once(shard_name: str) -> None:
@@ -72,7 +83,8 @@ def plan_shards(config: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(
-    name="restore-shard",
+    name="restore-shards",
+    task_run_name="restore-shards {shard_names[0]}",
     retries=SHARD_RETRIES,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,
@@ -80,15 +92,19 @@ def plan_shards(config: dict[str, Any]) -> dict[str, Any]:
     cache_key_fn=shard_cache_key,
     persist_result=True,
 )
-def restore_shard(config: dict[str, Any], shard_name: str, config_hash: str, checkpoint_sha256: str,
-                  output_uri: str) -> dict[str, Any]:
-    """Process one shard on Ray and commit it; returns its stats (the shard's `_stats.json`)."""
-    _maybe_fail_once(shard_name)
-    report = run_job(JobConfig.from_mapping(config), shards=[shard_name])
-    stats = report.shard_stats.get(shard_name)
-    if stats is None:
-        raise RuntimeError(f"{shard_name} did not commit (report: {report.summary()})")
-    return stats
+def restore_shards(config: dict[str, Any], shard_names: list[str], config_hash: str, checkpoint_sha256: str,
+                   output_uri: str) -> dict[str, dict[str, Any]]:
+    """Process a group of shards on Ray in one pipeline and commit each; returns {shard: its `_stats.json`}.
+
+    A retry redoes only the group's shards that did not commit: committed ones are skipped by `run_job`.
+    """
+    for name in shard_names:
+        _maybe_fail_once(name)
+    report = run_job(JobConfig.from_mapping(config), shards=shard_names)
+    missing = [name for name in shard_names if name not in report.shard_stats]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} did not commit (report: {report.summary()})")
+    return {name: report.shard_stats[name] for name in shard_names}
 
 
 @task(name="verify-output")
@@ -152,28 +168,33 @@ def _table_row(shard_name: str, stats: dict[str, Any]) -> dict[str, Any]:
 
 @flow(name="restore-dataset", log_prints=True)
 def restore_dataset(config: dict[str, Any] | None = None, config_path: str | None = None,
-                    ray_address: str | None = None, html_report: bool = True) -> dict[str, Any]:
-    """Restore a dataset: plan shards, run each on Ray (cached, retried), verify, report.
+                    ray_address: str | None = None, html_report: bool = True,
+                    shards_per_task: int = 1) -> dict[str, Any]:
+    """Restore a dataset: plan shards, run them on Ray as tasks (cached, retried), verify, report.
 
     Give the job either inline (`config`, the same mapping a job YAML holds) or as `config_path`.
     Ray is started locally unless `ray_address` (or the config's) says where to join one.
+    `shards_per_task` groups consecutive shards into one task, which runs them through one pipeline:
+    fewer actor and model start-ups for small shards, coarser retries and progress.
     """
     logger = get_run_logger()
     started = time.perf_counter()
     job = load_config(config, config_path, ray_address)
+    if shards_per_task < 1:  # before any work
+        raise ValueError(f"shards_per_task must be at least 1, got {shards_per_task}")
     job_data = job.to_dict()
     plan = plan_shards(job_data)
-    logger.info("%d shards (%d already committed)", len(plan["shards"]),
-                sum(1 for s in plan["shards"] if s["committed"]))
+    groups = shard_groups([shard["name"] for shard in plan["shards"]], shards_per_task)
+    logger.info("%d shards (%d already committed) in %d task(s)", len(plan["shards"]),
+                sum(1 for s in plan["shards"] if s["committed"]), len(groups))
 
     progress_id = create_progress_artifact(progress=0.0, description=f"shards committed for {job.output.uri}")
     shard_rows = []
     with ray_session(job.execution):
-        for done, shard in enumerate(plan["shards"], start=1):
-            stats = restore_shard(job_data, shard["name"], plan["config_hash"], plan["checkpoint_sha256"],
-                                  job.output.uri)
-            shard_rows.append(_table_row(shard["name"], stats))
-            update_progress_artifact(progress_id, progress=100.0 * done / len(plan["shards"]))
+        for group in groups:
+            stats = restore_shards(job_data, group, plan["config_hash"], plan["checkpoint_sha256"], job.output.uri)
+            shard_rows += [_table_row(name, stats[name]) for name in group]
+            update_progress_artifact(progress_id, progress=100.0 * len(shard_rows) / len(plan["shards"]))
 
     summary = verify_output(job.output.uri, plan["total_rows"])
     wall = time.perf_counter() - started

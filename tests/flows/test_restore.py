@@ -22,7 +22,7 @@ def prefect_api(tmp_path_factory):
         yield
 
 
-def _job(tmp_path: Path, name: str) -> dict:
+def _job(tmp_path: Path, name: str, shard_size: int = 2) -> dict:
     images = tmp_path / f"{name}-images"
     masks = tmp_path / f"{name}-masks"
     images.mkdir()
@@ -34,7 +34,7 @@ def _job(tmp_path: Path, name: str) -> dict:
         "inputs": {"uris": [str(images)]},
         "masks": {"method": "given", "options": {"mask_dir": str(masks)}},
         "engine": {"name": "opencv"},
-        "execution": {"shard_size": 2},
+        "execution": {"shard_size": shard_size},
         "output": {"uri": str(tmp_path / f"{name}-out")},
     }
 
@@ -88,7 +88,7 @@ def test_shard_failing_once_is_retried_and_the_job_completes(prefect_api, ray_se
     monkeypatch.setenv(FAULT_INJECTION_ENV, json.dumps(
         {"flow_fail_shard_once": {"shard": "shard-00001", "marker": str(marker)}}))
     # Same task, no back-off wait in the test.
-    monkeypatch.setattr(restore, "restore_shard", restore.restore_shard.with_options(retry_delay_seconds=0))
+    monkeypatch.setattr(restore, "restore_shards", restore.restore_shards.with_options(retry_delay_seconds=0))
 
     state = restore.restore_dataset(config=_job(tmp_path, "retry"), html_report=False, return_state=True)
     assert state.is_completed(), state.message
@@ -96,6 +96,37 @@ def test_shard_failing_once_is_retried_and_the_job_completes(prefect_api, ray_se
     assert state.result()["counts"] == {"ok": 3}
     runs = {r.name: r for r in _task_runs(state.state_details.flow_run_id) if r.name.startswith("restore-shard")}
     assert sorted(r.run_count for r in runs.values()) == [1, 2]
+
+
+def test_shards_grouped_into_tasks_run_through_one_pipeline_each(prefect_api, ray_session, tmp_path, monkeypatch):
+    import flows.restore as restore
+
+    calls = []
+    real_run_job = restore.run_job
+
+    def counting_run_job(config, *, shards=None, **kwargs):
+        calls.append(list(shards))
+        return real_run_job(config, shards=shards, **kwargs)
+
+    monkeypatch.setattr(restore, "run_job", counting_run_job)
+    state = restore.restore_dataset(config=_job(tmp_path, "grouped", shard_size=1), shards_per_task=2,
+                                    html_report=False, return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["counts"] == {"ok": 3}
+    assert calls == [["shard-00000", "shard-00001"], ["shard-00002"]]
+    runs = [r for r in _task_runs(state.state_details.flow_run_id) if r.name.startswith("restore-shards")]
+    assert sorted(r.name for r in runs) == ["restore-shards shard-00000", "restore-shards shard-00002"]
+
+
+def test_shard_groups_cover_every_shard_once_in_order():
+    from flows.restore import shard_groups
+
+    names = [f"s{i}" for i in range(5)]
+    assert shard_groups(names, 1) == [[n] for n in names]
+    assert shard_groups(names, 2) == [["s0", "s1"], ["s2", "s3"], ["s4"]]
+    assert shard_groups(names, 9) == [names]
+    with pytest.raises(ValueError, match="at least 1"):
+        shard_groups(names, 0)
 
 
 def test_scheduled_deployment_is_created_and_its_schedule_read_back(prefect_api):
