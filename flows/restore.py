@@ -190,9 +190,13 @@ def restore_dataset(config: dict[str, Any] | None = None, config_path: str | Non
 
     progress_id = create_progress_artifact(progress=0.0, description=f"shards committed for {job.output.uri}")
     shard_rows = []
+    committed = {shard["name"] for shard in plan["shards"] if shard["committed"]}
     with ray_session(job.execution):
         for group in groups:
-            stats = restore_shards(job_data, group, plan["config_hash"], plan["checkpoint_sha256"], job.output.uri)
+            # The output is the truth: a group with a shard missing there is redone even if Prefect's cache
+            # remembers it (the output was deleted or moved), and the fresh result replaces the cached one.
+            run = restore_shards if committed.issuperset(group) else restore_shards.with_options(refresh_cache=True)
+            stats = run(job_data, group, plan["config_hash"], plan["checkpoint_sha256"], job.output.uri)
             shard_rows += [_table_row(name, stats[name]) for name in group]
             update_progress_artifact(progress_id, progress=100.0 * len(shard_rows) / len(plan["shards"]))
 

@@ -79,6 +79,15 @@ def test_flow_restores_publishes_artifacts_and_reruns_from_cache(prefect_api, ra
     assert len(shard_runs) == 2
     assert all(r.state.name == "Cached" for r in shard_runs)
 
+    # The output is deleted but Prefect still remembers the shards: they are redone, not served from cache.
+    monkeypatch.undo()
+    shutil.rmtree(job["output"]["uri"])
+    third = restore.restore_dataset(config=job, html_report=False, return_state=True)
+    assert third.is_completed(), third.message
+    assert third.result()["counts"] == {"ok": 3}
+    shard_runs = [r for r in _task_runs(third.state_details.flow_run_id) if r.name.startswith("restore-shard")]
+    assert sorted(r.state.name for r in shard_runs) == ["Completed", "Completed"]
+
 
 def test_shard_failing_once_is_retried_and_the_job_completes(prefect_api, ray_session, tmp_path, monkeypatch):
     import flows.restore as restore
