@@ -20,8 +20,9 @@ reports unreadable, truncated and empty files as `ImageDecodeError`. What each i
 Given the changed-pixel mask, `encode_image` writes every unchanged pixel of a non-RGB output from the
 source's own values (grey levels, palette indices, CMYK inks, 16-bit samples), so lossless formats stay
 bit-identical outside the hole. JPEG is re-encoded at quality 95 with the source's chroma subsampling;
-lossless WebP stays lossless; ICC profile, EXIF (minus the applied orientation) and DPI are kept
-(TIFF: ICC and DPI; its other tags are not carried over).
+lossless WebP stays lossless; ICC profile, EXIF (minus the applied orientation, and minus its embedded
+thumbnail, a small copy of the picture *before* cleaning) and DPI are kept (TIFF: ICC and DPI; its other
+tags are not carried over).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin
+from PIL import ExifTags, Image, ImageOps, JpegImagePlugin
 
 # Pillow's own default; larger images are refused as likely decompression bombs.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -107,6 +108,25 @@ class DecodedImage:
 # ------------------------------------------------------------------------------------------------ decode
 
 
+def _without_thumbnail(exif: bytes | None) -> bytes | None:
+    """The EXIF block minus IFD1, the embedded JPEG thumbnail that viewers and file browsers show.
+
+    The thumbnail is a copy of the picture as it was, watermark included: carried over unchanged it would
+    undo the cleaning wherever a thumbnail is displayed. Pillow's serialiser writes IFD0 and its sub-IFDs
+    (Exif, GPS, Interop) but no IFD1; blocks without a thumbnail are kept byte for byte.
+    """
+    if not exif:
+        return exif
+    parsed = Image.Exif()
+    try:
+        parsed.load(exif)
+        if not parsed.get_ifd(ExifTags.IFD.IFD1):
+            return exif
+        return parsed.tobytes()
+    except Exception:  # noqa: BLE001 - an EXIF block Pillow cannot parse is dropped rather than kept blind
+        return None
+
+
 def decode_image(source: bytes | str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode encoded bytes or a file to a `DecodedImage`.
 
@@ -145,7 +165,7 @@ def decode_image(source: bytes | str | os.PathLike[str], *, max_pixels: int = DE
         native=native,
         palette=palette,
         icc_profile=info.get("icc_profile") or None,
-        exif=info.get("exif") or None,
+        exif=_without_thumbnail(info.get("exif") or None),
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
         jpeg_subsampling=subsampling if subsampling in (0, 1, 2) else None,
         progressive=bool(info.get("progressive") or info.get("progression")),

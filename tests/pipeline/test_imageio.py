@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageCms, JpegImagePlugin
+from PIL import ExifTags, Image, ImageCms, JpegImagePlugin
 
 from pipeline.imageio import (
     DecodedImage,
@@ -119,6 +119,43 @@ def test_jpeg_stays_jpeg_with_its_subsampling_at_high_quality(subsampling):
 def test_lossy_webp_stays_lossy_and_lossless_stays_lossless():
     assert not decode_image(encoded(Image.fromarray(RGB), "WEBP", quality=80)).save.webp_lossless
     assert decode_image(encoded(Image.fromarray(RGB), "WEBP", lossless=True)).save.webp_lossless
+
+
+def exif_with_thumbnail(thumbnail: bytes) -> bytes:
+    """A camera-style EXIF block: IFD0 (Make, Exif IFD pointer) → IFD1 holding a JPEG thumbnail."""
+    make = b"TestCam\x00"
+    ifd0_size, exif_ifd_size, ifd1_size = 2 + 2 * 12 + 4, 2 + 12 + 4, 2 + 2 * 12 + 4
+    make_at = 8 + ifd0_size
+    exif_ifd_at = make_at + len(make)
+    ifd1_at = exif_ifd_at + exif_ifd_size
+    thumbnail_at = ifd1_at + ifd1_size
+    tiff = b"II*\x00" + struct.pack("<I", 8)
+    tiff += struct.pack("<H", 2) + struct.pack("<HHII", 0x010F, 2, len(make), make_at)
+    tiff += struct.pack("<HHII", 0x8769, 4, 1, exif_ifd_at) + struct.pack("<I", ifd1_at) + make
+    tiff += struct.pack("<H", 1) + struct.pack("<HHI", 0x9000, 7, 4) + b"0231" + struct.pack("<I", 0)
+    tiff += struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumbnail_at)
+    tiff += struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail)) + struct.pack("<I", 0)
+    return b"Exif\x00\x00" + tiff + thumbnail
+
+
+def test_the_exif_thumbnail_of_the_uncleaned_picture_is_not_written_back():
+    thumbnail = encoded(Image.new("RGB", (16, 12), (255, 0, 0)), "JPEG")
+    data = encoded(Image.fromarray(RGB), "JPEG", quality=95, exif=exif_with_thumbnail(thumbnail))
+    assert thumbnail in data and Image.open(io.BytesIO(data)).getexif().get_ifd(ExifTags.IFD.IFD1)
+
+    output = encode_image(RGB, None, decode_image(data))
+
+    assert thumbnail not in output
+    exif = Image.open(io.BytesIO(output)).getexif()
+    assert exif.get_ifd(ExifTags.IFD.IFD1) == {}
+    assert exif.get(0x010F) == "TestCam" and exif.get_ifd(ExifTags.IFD.Exif) == {0x9000: b"0231"}
+
+
+def test_exif_without_a_thumbnail_is_kept_byte_for_byte():
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"
+    raw = exif.tobytes()
+    assert decode_image(encoded(Image.fromarray(RGB), "JPEG", exif=raw)).save.exif == raw
 
 
 def test_exif_orientation_is_applied_on_read_and_not_applied_twice():
