@@ -19,7 +19,9 @@ reports unreadable, truncated and empty files as `ImageDecodeError`. What each i
 (48-bit RGB PNGs reach us as 8-bit RGB: Pillow reduces them on read, so they are written back 8-bit.)
 Given the changed-pixel mask, `encode_image` writes every unchanged pixel of a non-RGB output from the
 source's own values (grey levels, palette indices, CMYK inks, 16-bit samples), so lossless formats stay
-bit-identical outside the hole. JPEG is re-encoded at quality 95 with the source's chroma subsampling;
+bit-identical outside the hole. JPEG is re-encoded with the source's own quantisation tables (its quality:
+file sizes stay put and unchanged areas lose next to nothing; quality 95 when the tables are unknown) and
+its chroma subsampling;
 lossless WebP stays lossless; ICC profile, EXIF (minus the applied orientation, and minus its embedded
 thumbnail, a small copy of the picture *before* cleaning) and DPI are kept (TIFF: ICC and DPI; its other
 tags are not carried over).
@@ -65,6 +67,7 @@ class SaveInfo:
         palette: the RGB palette of a "P" source.
         icc_profile, exif, dpi: metadata kept on output (EXIF without the orientation already applied).
         jpeg_subsampling: Pillow's subsampling code of a JPEG source (0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0).
+        jpeg_qtables: the JPEG source's quantisation tables (64 values each, in table order).
         progressive: the JPEG source was progressive.
         webp_lossless: the WebP source was lossless (VP8L).
         tiff_compression: the TIFF source's compression as Pillow names it.
@@ -77,6 +80,7 @@ class SaveInfo:
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
     jpeg_subsampling: int | None = None
+    jpeg_qtables: tuple[tuple[int, ...], ...] | None = None
     progressive: bool = False
     webp_lossless: bool = False
     tiff_compression: str | None = None
@@ -106,6 +110,15 @@ class DecodedImage:
 
 
 # ------------------------------------------------------------------------------------------------ decode
+
+
+def _quantization_tables(image: Image.Image) -> tuple[tuple[int, ...], ...] | None:
+    """A JPEG's quantisation tables in table order, or None when there are none a baseline encoder takes."""
+    tables = getattr(image, "quantization", None) or {}
+    if not 1 <= len(tables) <= 4 or sorted(tables) != list(range(len(tables))):
+        return None
+    values = tuple(tuple(int(v) for v in tables[index]) for index in range(len(tables)))
+    return values if all(len(t) == 64 and all(1 <= v <= 255 for v in t) for t in values) else None
 
 
 def _without_thumbnail(exif: bytes | None) -> bytes | None:
@@ -168,6 +181,7 @@ def decode_image(source: bytes | str | os.PathLike[str], *, max_pixels: int = DE
         exif=_without_thumbnail(info.get("exif") or None),
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
         jpeg_subsampling=subsampling if subsampling in (0, 1, 2) else None,
+        jpeg_qtables=_quantization_tables(image) if image_format == "JPEG" else None,
         progressive=bool(info.get("progressive") or info.get("progression")),
         webp_lossless=image_format == "WEBP" and _webp_is_lossless(data),
         tiff_compression=info.get("compression") if image_format == "TIFF" else None,
@@ -301,7 +315,11 @@ def _save_options(image_format: str, mode: str, save: SaveInfo) -> dict:
     if save.dpi and image_format in ("JPEG", "PNG", "TIFF", "BMP"):
         options["dpi"] = save.dpi
     if image_format == "JPEG":
-        options["quality"] = JPEG_QUALITY
+        if save.jpeg_qtables:
+            # The source's tables as they are (no `quality`: Pillow would scale them by it).
+            options["qtables"] = [list(table) for table in save.jpeg_qtables]
+        else:
+            options["quality"] = JPEG_QUALITY
         if save.jpeg_subsampling is not None and mode == "RGB":
             options["subsampling"] = save.jpeg_subsampling
         if save.progressive:

@@ -1,6 +1,7 @@
 """Decoding any input to upright 8-bit RGB and writing it back in its own format, mode and metadata."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import zlib
@@ -105,14 +106,40 @@ def test_cmyk_jpeg_stays_cmyk_jpeg():
     assert decoded.mode == "CMYK" and (output.format, output.mode) == ("JPEG", "CMYK")
 
 
+def photo_like(height: int = 24, width: int = 36) -> np.ndarray:
+    """Smooth gradients plus mild texture: compresses like a photo, not like noise."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    texture = np.random.default_rng(5).integers(0, 24, (height, width, 3))
+    return np.clip(np.stack([ys * 200 // height, xs * 200 // width, (ys + xs) * 100 // height], -1) + texture,
+                   0, 255).astype(np.uint8)
+
+
 @pytest.mark.parametrize("subsampling", [0, 1, 2])
-def test_jpeg_stays_jpeg_with_its_subsampling_at_high_quality(subsampling):
-    ys, xs = np.mgrid[0:24, 0:36]
-    smooth = np.stack([ys * 8, xs * 6, (ys + xs) * 4], -1).astype(np.uint8)  # photo-like: no sharp colour edges
-    data = encoded(Image.fromarray(smooth), "JPEG", quality=95, subsampling=subsampling)
+@pytest.mark.parametrize("quality", [60, 95])
+def test_jpeg_is_rewritten_with_its_own_quantisation_tables_and_subsampling(subsampling, quality):
+    data = encoded(Image.fromarray(photo_like()), "JPEG", quality=quality, subsampling=subsampling)
+    source = Image.open(io.BytesIO(data))
     _, output = restore_round_trip(data)
     assert output.format == "JPEG" and JpegImagePlugin.get_sampling(output) == subsampling
-    quality_95 = Image.open(io.BytesIO(encoded(Image.fromarray(smooth), "JPEG", quality=95)))
+    assert output.quantization == source.quantization
+
+
+def test_rewriting_a_jpeg_keeps_its_size_and_barely_touches_its_pixels():
+    """A q60 dataset stays a q60 dataset: no 2-3x growth from re-encoding at a fixed high quality."""
+    data = encoded(Image.fromarray(photo_like(240, 320)), "JPEG", quality=60)
+    decoded = decode_image(data)
+    output = encode_image(decoded.rgb, None, decoded)
+    assert 0.9 < len(output) / len(data) < 1.1
+    again = np.asarray(Image.open(io.BytesIO(output))).astype(int)
+    # Same tables and subsampling: re-encoding decoded pixels is (nearly) idempotent.
+    assert np.abs(again - decoded.rgb).max() <= 2
+
+
+def test_jpeg_without_readable_tables_falls_back_to_quality_95():
+    decoded = decode_image(encoded(Image.fromarray(photo_like()), "JPEG", quality=60))
+    blind = dataclasses.replace(decoded, save=dataclasses.replace(decoded.save, jpeg_qtables=None))
+    output = Image.open(io.BytesIO(encode_image(decoded.rgb, None, blind)))
+    quality_95 = Image.open(io.BytesIO(encoded(Image.fromarray(photo_like()), "JPEG", quality=95)))
     assert output.quantization == quality_95.quantization
 
 
