@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import uuid
 
 import fsspec
@@ -58,10 +60,30 @@ def test_readme_command_on_the_bundled_samples(tmp_path, capsys):
         hole = np.asarray(Image.open(io.BytesIO(row["mask"]))) == 255
         restored = decode(row["image"]["bytes"])
         assert restored.shape == source.shape and row["image"]["path"] == row["id"]
-        # JPEG in, JPEG out (quality 95): outside the hole only re-encoding noise remains.
+        # JPEG in, JPEG out (the source's own tables): outside the hole only re-encoding noise remains.
         assert np.abs(restored[~hole].astype(int) - source[~hole]).mean() < 2.5
         assert row["hole_ratio"] == pytest.approx(hole.mean(), abs=1e-6) and row["seam_score"] is not None
         assert (out / "images" / row["id"]).read_bytes() == row["image"]["bytes"]
+
+
+def test_the_terminal_shows_shard_progress_and_ray_data_operator_logs_only_with_verbose(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    make_image_folder(images, ["a.png", "b.png"], masks=masks)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    for name in ("RAY_ADDRESS", "RAY_DATA_DISABLE_PROGRESS_BARS"):  # a user's plain shell: own Ray, defaults
+        env.pop(name, None)
+
+    def terminal(*flags: str, out: str) -> str:
+        command = [sys.executable, "-m", "pipeline.cli", *flags, "run", "--input", str(images),
+                   "--masks", f"given:{masks}", "--output", str(tmp_path / out), "--engine", "opencv"]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+        assert result.returncode == 0, result.stderr
+        return result.stdout + result.stderr
+
+    quiet = terminal(out="quiet")
+    assert "committed shard-00000: 2 rows" in quiet and "rows: 2 (ok 2" in quiet
+    assert "Running Dataset" not in quiet  # Ray Data's per-operator progress, several lines a second
+    assert "Running Dataset" in terminal("--verbose", out="verbose")
 
 
 def test_output_is_complete_typed_and_loadable_as_a_hugging_face_image_dataset(image_folder, tmp_path):
