@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from pipeline.stages import (
     MaskStage,
     MetricsStage,
     build_mask_generator,
+    consistent_fit_options,
     row_seed,
     run_stages,
     text,
@@ -357,9 +358,9 @@ def _fit_sample_rows(listing: pa.Table, size: int) -> list[int]:
     return [usable[int(k * len(usable) / size)] for k in range(size)]
 
 
-def _fit_consistent_masks(plan: _Plan) -> bytes:
-    """Fit the consistent-watermark generator once per job on a sample; the template is saved with the
-    output so a resumed job masks with exactly the same template."""
+def _fit_consistent_masks(plan: _Plan, options: Mapping[str, Any]) -> bytes:
+    """Fit the consistent-watermark generator (with `options`) once per job on a sample; the template is
+    saved with the output so a resumed job masks with exactly the same template."""
     if plan.root.exists(TEMPLATE_FILE):
         return plan.root.read_bytes(TEMPLATE_FILE)
     masks = plan.config.masks
@@ -371,7 +372,7 @@ def _fit_consistent_masks(plan: _Plan) -> bytes:
                                DecodeStage(max_pixels=plan.config.inputs.max_pixels)])
     images = [image for image, status in zip(batch["image"], batch["status"]) if text(status) != FAILED]
     log.info("fitting the consistent-watermark masks on %d images", len(images))
-    generator = build_mask_generator("consistent", masks.options)
+    generator = build_mask_generator("consistent", options)
     try:
         report = generator.fit(images)
     except Exception as exc:  # noqa: BLE001 - a failed fit makes the whole job pointless
@@ -611,8 +612,9 @@ def run_job(config: JobConfig, *, shards: Sequence[str] | None = None,
 
     processed = 0
     if pending:
-        if config.masks.method == "consistent":
-            plan.template_npz = _fit_consistent_masks(plan)
+        fit_options = consistent_fit_options(config.masks.method, config.masks.options)
+        if fit_options is not None:
+            plan.template_npz = _fit_consistent_masks(plan, fit_options)
         with ray_session(config.execution):
             window = config.execution.shards_per_pipeline
             for start in range(0, len(pending), window):

@@ -309,15 +309,32 @@ def _postprocess_config(method: str, overrides: Mapping[str, Any] | None) -> Any
 
 def build_mask_generator(method: str, options: Mapping[str, Any] | None = None,
                          template_npz: bytes | None = None) -> Any:
-    """The named generator from pipeline.masks; a fitted consistent one when `template_npz` is given."""
+    """The named generator from pipeline.masks, fitted with `template_npz` when given: the consistent
+    generator itself, or the consistent box source of a SAM generator that refines its boxes."""
     from pipeline import masks
 
     generator = masks.build_mask_generator(method, options)
     if template_npz is not None:
         from pipeline.masks.consistent import WatermarkTemplate
 
-        generator.template = WatermarkTemplate.load(io.BytesIO(template_npz))
+        fitted = getattr(generator, "box_source", None) if method == "sam" else generator
+        if fitted is None or not hasattr(fitted, "template"):
+            raise ValueError(f"a consistent-watermark template was given to {method!r} masks, which do not use one")
+        fitted.template = WatermarkTemplate.load(io.BytesIO(template_npz))
     return generator
+
+
+def consistent_fit_options(method: str, options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Options of the consistent generator a job must fit before masking (None: nothing to fit).
+
+    That is the `consistent` method itself, or `sam` refining the boxes of a `consistent` generator.
+    """
+    options = dict(options or {})
+    if method == "consistent":
+        return options
+    if method == "sam" and options.get("refine") == "consistent":
+        return dict(options.get("refine_options") or {})
+    return None
 
 
 def _generate(generator: Any, images: list[np.ndarray], keys: list[str]) -> list[Any]:

@@ -317,6 +317,43 @@ def test_consistent_masks_are_fitted_once_per_job_and_reused_on_resume(tmp_path)
         k: r["image"] for k, r in rows.items()}
 
 
+def test_sam_refining_consistent_boxes_is_fitted_once_per_job(tmp_path):
+    """`sam` with refine=consistent: the job fits the consistent box source first, as for `consistent`."""
+    import torch
+
+    from pipeline.masks import build_sam
+
+    from .masks.test_sam import TINY
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(10):
+        (images / f"wm{i}.png").write_bytes(encode(stamp_watermark(textured_image(96, 128, i))))
+    (images / "clean.png").write_bytes(encode(textured_image(96, 128, 60)))
+    checkpoint = tmp_path / "tiny_sam.pth"
+    torch.manual_seed(0)
+    torch.save(build_sam(TINY).state_dict(), checkpoint)
+    out = tmp_path / "out"
+    masks = {"method": "sam", "fit_sample_size": 11,
+             "options": {"checkpoint": str(checkpoint), "device": "cpu", "refine": "consistent"},
+             # Random SAM weights segment anything at all: keep the hole-ratio guard out of the way.
+             "postprocess": {"max_hole_ratio": 1.0}}
+
+    report = run_job(job_config([images], out, masks, execution={"shard_size": 6}))
+
+    assert (out / "_job" / "consistent_template.npz").is_file()
+    assert report.counts["failed"] == 0, report.errors
+    rows = {row["id"]: row for row in committed_tables(str(out)).to_pylist()}
+    for i in range(10):
+        details = json.loads(rows[f"wm{i}.png"]["mask_details"])
+        # SAM was prompted with the box the fitted template found in the corner.
+        assert details["details"]["refined"] == "consistent" and len(details["boxes"]) == 1
+        x0, y0, x1, y1 = details["boxes"][0]
+        assert (x0 + x1) / 2 > 128 / 2 and (y0 + y1) / 2 > 96 / 2  # the stamp is in the bottom-right corner
+    clean = json.loads(rows["clean.png"]["mask_details"])
+    assert clean["details"]["prompts"] == 0 and rows["clean.png"]["hole_ratio"] == 0
+
+
 def test_hugging_face_datasets_loads_the_output_with_an_image_feature(image_folder, tmp_path):
     import datasets  # the dev extra installs it
     images, masks, pixels = image_folder
