@@ -60,6 +60,7 @@ from pipeline.stages import (
     run_stages,
     text,
 )
+from pipeline.driver_lock import exclusive_driver
 from pipeline.writer import OutputRoot, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -597,6 +598,14 @@ def run_job(config: JobConfig, *, shards: Sequence[str] | None = None,
     """
     started = time.perf_counter()
     engine = resolve_engine(config.engine)
+    _check_output_not_inside_inputs(config)
+    # One driver per output: held before a resume clears an interrupted run's temporary files.
+    with exclusive_driver(OutputRoot(config.output.uri)):
+        return _run_locked(config, engine, shards, on_commit, started)
+
+
+def _run_locked(config: JobConfig, engine: ResolvedEngine, shards: Sequence[str] | None,
+                on_commit: Callable[[ShardStats], None] | None, started: float) -> JobReport:
     plan = _load_or_create_plan(config, engine)
     markers = plan.manifest.refresh_states(plan.root)
     already = len(markers)

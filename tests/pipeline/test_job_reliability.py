@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from pipeline.config import JobConfig
+from pipeline.driver_lock import OutputInUseError
 from pipeline.job import run_job
 from pipeline.shards import committed_tables
 from pipeline.stages import FAULT_INJECTION_ENV
@@ -248,6 +249,10 @@ def test_killing_the_driver_mid_job_then_rerunning_gives_the_uninterrupted_outpu
             assert driver.poll() is None, "the driver ended before committing a shard"
             assert time.monotonic() < deadline, "no shard committed in time"
             time.sleep(0.05)
+        # A second driver on the same output (a scheduled run overlapping this one) is refused at once,
+        # naming the live one, instead of redoing its pending shards and clearing its temporary files.
+        with pytest.raises(OutputInUseError, match=f"another matpipe driver \\(pid {driver.pid} on "):
+            run_job(job)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, like a lost machine
         driver.wait(timeout=60)
