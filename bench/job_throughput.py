@@ -206,7 +206,7 @@ def model_only(images_dir: Path, masks_dir: Path, engine: str, checkpoint: str |
 
 
 def end_to_end(images_dir: Path, masks_dir: Path, output: Path, engine: str, checkpoint: str | None,
-               shard_size: int) -> dict:
+               shard_size: int, execution: dict | None = None) -> dict:
     """Images/s of run_job with Ray already up, and the job's peak memory."""
     import ray
 
@@ -224,7 +224,7 @@ def end_to_end(images_dir: Path, masks_dir: Path, output: Path, engine: str, che
             "inputs": {"uris": [str(images)]}, "output": {"uri": str(out)},
             "masks": {"method": "given", "options": {"mask_dir": str(masks_dir)}},
             "engine": {"name": engine, **({"checkpoint": checkpoint} if checkpoint else {})},
-            "execution": {"shard_size": shard_size},
+            "execution": {"shard_size": shard_size, **(execution or {})},
         })
 
     # Warm Ray up with a 4-image job first, as a long-running cluster is: its worker processes exist and
@@ -281,18 +281,21 @@ def _child(args: argparse.Namespace) -> None:
     if args.child == "model":
         result = model_only(images, masks, args.engine, args.checkpoint)
     else:
-        result = end_to_end(images, masks, Path(args.output), args.engine, args.checkpoint, args.shard_size)
+        result = end_to_end(images, masks, Path(args.output), args.engine, args.checkpoint, args.shard_size,
+                            json.loads(args.execution or "{}"))
     print(json.dumps(result))
 
 
 def _measure(kind: str, engine: str, images: Path, masks: Path, work: Path, checkpoint: str | None,
-             shard_size: int) -> dict:
+             shard_size: int, execution: str | None = None) -> dict:
     """Run one measurement in a fresh process (clean memory peaks, no state shared between runs)."""
     command = [sys.executable, __file__, "--child", kind, "--engine", engine, "--images", str(images),
                "--masks", str(masks), "--output", str(work / f"out-{kind}-{time.time_ns()}"),
                "--shard-size", str(shard_size)]
     if checkpoint:
         command += ["--checkpoint", checkpoint]
+    if execution and kind == "e2e":
+        command += ["--execution", execution]
     # Idle Ray workers are kept for a minute instead of 1 s, so the process count (and with it the tree's
     # memory) does not depend on when workers happen to be recycled.
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
@@ -316,6 +319,7 @@ def main() -> None:
     parser.add_argument("--mat-count", type=int, default=32, help="dataset size for MAT-256 (random weights)")
     parser.add_argument("--size", default="384x512", help="OpenCV image size HxW (MAT uses 256x256)")
     parser.add_argument("--shard-size", type=int, default=10)
+    parser.add_argument("--execution", help='extra job `execution` settings as JSON, e.g. \'{"inpaint_actors": 2}\'')
     parser.add_argument("--child", choices=["model", "e2e"], help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--images", help=argparse.SUPPRESS)
@@ -338,7 +342,7 @@ def main() -> None:
             images, masks = make_dataset(work / f"{engine}-{count}", count, size)
             # Model alone before and after the job, averaged: the machine's load drifts (shared CPUs).
             before = _measure("model", engine, images, masks, work, checkpoint, args.shard_size)
-            e2e = _measure("e2e", engine, images, masks, work, checkpoint, args.shard_size)
+            e2e = _measure("e2e", engine, images, masks, work, checkpoint, args.shard_size, args.execution)
             after = _measure("model", engine, images, masks, work, checkpoint, args.shard_size)
             model = {key: (before[key] + after[key]) / 2 for key in ("images_per_s", "cpu_s_per_image")}
             rows.append((engine, count, size, model, e2e))
