@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = Path(__file__).resolve().parents[1]
-# Runnable from a checkout without installing the package.
+# Run as a script, bench/ is first on sys.path, where bench/pipeline.py would shadow the package.
 sys.path.insert(0, str(ROOT))
 
 from pipeline.masks import (  # noqa: E402

@@ -1,8 +1,8 @@
 """End-to-end throughput of `matpipe run` next to the model alone, and memory at two dataset sizes.
 
-    python bench/job_throughput.py                      # OpenCV at 50 and 300 images, random-weight MAT-256 at 32
-    python bench/job_throughput.py --engines opencv --counts 50 300
-    python bench/job_throughput.py --engines mat --mat-count 48
+    python bench/pipeline.py                      # OpenCV at 50 and 300 images, random-weight MAT-256 at 32
+    python bench/pipeline.py --engines opencv --counts 50 300
+    python bench/pipeline.py --engines mat --mat-count 48
 
 For each engine the same synthetic JPEG dataset (photo-like pictures with a watermark-sized given mask)
 is restored twice, each time in a fresh process: by the engine alone (images decoded up front, one
