@@ -278,16 +278,23 @@ class OutputConfig:
         compression: Parquet compression codec. Image bytes are already compressed, so the default
             only squeezes the other columns.
         row_group_size: rows per Parquet row group (the Hugging Face viewer likes ~100 for images).
+        jpeg_tables: how restored JPEGs are quantised: "high" = quality 95, or the source's own table
+            entries where those are finer (never coarser than either); "source" = the source's own
+            tables (file sizes stay put and unchanged areas lose nothing more; the filled hole is
+            compressed like the rest of the source).
     """
 
     uri: str = ""
     write_images: bool = False
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     row_group_size: int = 100
+    jpeg_tables: Literal["high", "source"] = "high"
 
     def validate(self, path: str) -> None:
         if not self.uri.strip():
             _fail(f"{path}.uri", "an output URI is required")
+        if self.jpeg_tables not in ("high", "source"):
+            _fail(f"{path}.jpeg_tables", f"must be 'high' or 'source', got {self.jpeg_tables!r}")
         if not 1 <= self.row_group_size <= 1_000_000:
             _fail(f"{path}.row_group_size", f"must be in [1, 1000000], got {self.row_group_size}")
 

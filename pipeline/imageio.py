@@ -19,18 +19,21 @@ reports unreadable, truncated and empty files as `ImageDecodeError`. What each i
 (48-bit RGB PNGs reach us as 8-bit RGB: Pillow reduces them on read, so they are written back 8-bit.)
 Given the changed-pixel mask, `encode_image` writes every unchanged pixel of a non-RGB output from the
 source's own values (grey levels, palette indices, CMYK inks, 16-bit samples), so lossless formats stay
-bit-identical outside the hole. JPEG is re-encoded with the source's own quantisation tables (its quality:
-file sizes stay put and unchanged areas lose next to nothing; quality 95 when the tables are unknown) and
-its chroma subsampling;
+bit-identical outside the hole. JPEG is re-encoded at high quality: quality 95, or the source's own
+quantisation table entries where they are finer, so the output is never coarser than either (`jpeg_tables=
+"source"` keeps the source's tables as they are: same file size, no new loss outside the hole); the source's
+chroma subsampling is kept;
 lossless WebP stays lossless; ICC profile, EXIF (minus the applied orientation, and minus its embedded
 thumbnail, a small copy of the picture *before* cleaning) and DPI are kept (TIFF: ICC and DPI; its other
 tags are not carried over).
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,8 @@ DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 WRITABLE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
 JPEG_QUALITY = 95
+JpegTables = Literal["high", "source"]
+JPEG_TABLE_CHOICES: tuple[str, ...] = ("high", "source")
 WEBP_LOSSY_QUALITY = 95
 # TIFF compressions written as found; anything else (JPEG-in-TIFF, ZSTD, ...) is written LZW (lossless).
 TIFF_COMPRESSIONS = ("raw", "tiff_lzw", "tiff_deflate", "tiff_adobe_deflate", "packbits")
@@ -238,14 +243,17 @@ def _webp_is_lossless(data: bytes) -> bool:
 
 
 def encode_image(rgb: np.ndarray, alpha: np.ndarray | None = None, like: DecodedImage | str = "PNG", *,
-                 changed: np.ndarray | None = None) -> bytes:
+                 changed: np.ndarray | None = None, jpeg_tables: JpegTables = "high") -> bytes:
     """Encode uint8 H×W×3 `rgb` (+ uint8 H×W `alpha`) like `like`: a decoded source or a format name.
 
     With a decoded source, the output has its format, mode (module table) and metadata; `changed` (bool
     H×W, True where the caller altered pixels, i.e. the hole) lets unchanged pixels of grey, palette,
-    CMYK and 16-bit outputs keep the source's exact values. Raises ValueError for an alpha channel in a
-    format that cannot store one (JPEG) or an unknown format.
+    CMYK and 16-bit outputs keep the source's exact values. `jpeg_tables` picks the JPEG quantisation:
+    "high" (quality 95, finer where the source was) or "source" (the source's own tables). Raises
+    ValueError for an alpha channel in a format that cannot store one (JPEG) or an unknown format.
     """
+    if jpeg_tables not in JPEG_TABLE_CHOICES:
+        raise ValueError(f"jpeg_tables must be one of {', '.join(JPEG_TABLE_CHOICES)}, got {jpeg_tables!r}")
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
     if isinstance(like, str):
@@ -261,7 +269,7 @@ def encode_image(rgb: np.ndarray, alpha: np.ndarray | None = None, like: Decoded
 
     image = _build_image(rgb, alpha, save, changed)
     buffer = io.BytesIO()
-    image.save(buffer, format=image_format, **_save_options(image_format, image.mode, save))
+    image.save(buffer, format=image_format, **_save_options(image_format, image.mode, save, jpeg_tables))
     return buffer.getvalue()
 
 
@@ -306,7 +314,25 @@ def _build_image(rgb: np.ndarray, alpha: np.ndarray | None, save: SaveInfo, chan
     raise ValueError(f"unsupported output mode {mode!r}")
 
 
-def _save_options(image_format: str, mode: str, save: SaveInfo) -> dict:
+@functools.lru_cache(maxsize=1)
+def _quality_tables() -> tuple[tuple[int, ...], ...]:
+    """libjpeg's luma and chroma tables at JPEG_QUALITY, as Pillow reads them back."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "JPEG", quality=JPEG_QUALITY)
+    tables = Image.open(buffer).quantization
+    return tuple(tuple(int(v) for v in tables[index]) for index in sorted(tables))
+
+
+def _jpeg_tables(source: tuple[tuple[int, ...], ...], choice: JpegTables) -> list[list[int]]:
+    """The tables to write: the source's, or entry by entry the finer of the source's and quality 95's."""
+    if choice == "source":
+        return [list(table) for table in source]
+    high = _quality_tables()
+    # Table 0 is luma; every further table (chroma, or CMYK's extra ones) is compared with chroma's.
+    return [[min(a, b) for a, b in zip(table, high[min(index, len(high) - 1)])] for index, table in enumerate(source)]
+
+
+def _save_options(image_format: str, mode: str, save: SaveInfo, jpeg_tables: JpegTables = "high") -> dict:
     options: dict = {}
     if save.icc_profile and mode not in ("1", "I", "I;16"):
         options["icc_profile"] = save.icc_profile
@@ -316,8 +342,8 @@ def _save_options(image_format: str, mode: str, save: SaveInfo) -> dict:
         options["dpi"] = save.dpi
     if image_format == "JPEG":
         if save.jpeg_qtables:
-            # The source's tables as they are (no `quality`: Pillow would scale them by it).
-            options["qtables"] = [list(table) for table in save.jpeg_qtables]
+            # Explicit tables and no `quality` (Pillow would scale the tables by it).
+            options["qtables"] = _jpeg_tables(save.jpeg_qtables, jpeg_tables)
         else:
             options["quality"] = JPEG_QUALITY
         if save.jpeg_subsampling is not None and mode == "RGB":

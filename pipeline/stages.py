@@ -161,10 +161,11 @@ def decode_bytes(data: bytes, max_pixels: int | None = None) -> tuple[np.ndarray
 
 
 def encode_rgb(rgb: np.ndarray, alpha: np.ndarray, image_format: str, mode: str = "", save_info: bytes = b"",
-               changed: np.ndarray | None = None) -> bytes:
+               changed: np.ndarray | None = None, jpeg_tables: str = "high") -> bytes:
     """uint8 H×W×3 (+ alpha) → bytes like the input: its format, mode and metadata when `save_info`
     (from `decode_bytes`) is given, else plain `image_format` (PNG when unknown). `changed` (the hole)
-    lets unchanged pixels keep the input's exact grey/palette/CMYK/16-bit values."""
+    lets unchanged pixels keep the input's exact grey/palette/CMYK/16-bit values; `jpeg_tables` is
+    pipeline.imageio.encode_image's."""
     from pipeline.imageio import DecodedImage, encode_image
 
     alpha_or_none = None if alpha is None or alpha.size == 0 else alpha
@@ -172,7 +173,7 @@ def encode_rgb(rgb: np.ndarray, alpha: np.ndarray, image_format: str, mode: str 
         return encode_image(rgb, alpha_or_none, like=image_format or "PNG")
     like = DecodedImage(rgb=rgb, alpha=alpha_or_none, format=image_format, mode=mode,
                         save=pickle.loads(save_info))  # produced by decode_bytes in this job, never read from disk
-    return encode_image(rgb, alpha_or_none, like=like, changed=changed)
+    return encode_image(rgb, alpha_or_none, like=like, changed=changed, jpeg_tables=jpeg_tables)
 
 
 def encode_mask(hole: np.ndarray) -> bytes:
@@ -566,7 +567,16 @@ class EncodeStage:
     file name) and the mask as PNG; drops the decoded arrays so only bytes travel to the writer.
 
     Rows that were not inpainted (nothing to remove, skipped) keep their input bytes unchanged.
+    `jpeg_tables`: "high" (quality 95, finer where the source was) or "source" (the source's own JPEG
+    quantisation: same file sizes); see pipeline.imageio.encode_image.
     """
+
+    def __init__(self, jpeg_tables: str = "high") -> None:
+        from pipeline.imageio import JPEG_TABLE_CHOICES
+
+        if jpeg_tables not in JPEG_TABLE_CHOICES:
+            raise ValueError(f"jpeg_tables must be one of {', '.join(JPEG_TABLE_CHOICES)}, got {jpeg_tables!r}")
+        self.jpeg_tables = jpeg_tables
 
     ARRAY_COLUMNS = ("image", "alpha", "restored", "hole", "reference", "bytes", "reference_bytes", "save_info")
 
@@ -592,7 +602,8 @@ class EncodeStage:
                         outputs[index] = encode_rgb(
                             restored, batch["alpha"][index], image_format,
                             text(batch["mode"][index]) if "mode" in batch else "",
-                            bytes(batch["save_info"][index]) if "save_info" in batch else b"", changed=hole)
+                            bytes(batch["save_info"][index]) if "save_info" in batch else b"", changed=hole,
+                            jpeg_tables=self.jpeg_tables)
                     elif "bytes" in batch and batch["bytes"][index] is not None and len(batch["bytes"][index]):
                         outputs[index] = bytes(batch["bytes"][index])
                 except Exception as exc:  # noqa: BLE001

@@ -91,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mask-convention", choices=("hole", "keep"), default="hole",
                         help="hole: white = remove (IOPaint); keep: black = remove (MAT's own mask files)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping")
+    parser.add_argument("--jpeg-tables", choices=("high", "source"), default="high",
+                        help="restored JPEGs: high (quality 95, finer where the source was) or source (the "
+                             "source's own tables: same file sizes)")
     parser.set_defaults(func=run)
 
 
@@ -240,7 +243,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         _say(console, f"engine: {engine_text}; {len(pending)} to do, {report.skipped} already done")
         started = time.perf_counter()
         FolderRun(engine, masks, output, lambda task: row_seed(args.seed, task.relative), args.batch_size, report,
-                  console).run(pending)
+                  console, jpeg_tables=args.jpeg_tables).run(pending)
         elapsed = time.perf_counter() - started
 
     rate = report.done / elapsed if elapsed > 0 and report.done else 0.0
@@ -258,8 +261,10 @@ class FolderRun:
     reported failure; nothing a file contains can stop the run."""
 
     def __init__(self, engine: InpaintEngine, masks: MaskLookup, output: OutputRoot,
-                 seed_of: Callable[[ImageTask], int], batch_size: int, report: RunReport, console: Console) -> None:
+                 seed_of: Callable[[ImageTask], int], batch_size: int, report: RunReport, console: Console,
+                 jpeg_tables: str = "high") -> None:
         self.engine = engine
+        self.jpeg_tables = jpeg_tables
         self.masks = masks
         self.output = output
         self.seed_of = seed_of
@@ -331,7 +336,7 @@ class FolderRun:
     def _save(self, item: LoadedImage, restored: np.ndarray | None) -> None:
         # An empty hole changes nothing: the original bytes are the faithful output (no JPEG re-encode).
         data = item.data if restored is None else encode_image(restored, item.decoded.alpha, item.decoded,
-                                                               changed=item.hole)
+                                                               changed=item.hole, jpeg_tables=self.jpeg_tables)
         self.output.write_bytes(item.task.relative, data)
 
     def _finish(self, writes: list[tuple[LoadedImage, Future]]) -> None:

@@ -58,6 +58,8 @@ def build_config(args: argparse.Namespace) -> Any:
         section("output")["uri"] = args.output
     if args.write_images:
         section("output")["write_images"] = True
+    if args.jpeg_tables:
+        section("output")["jpeg_tables"] = args.jpeg_tables
     if args.masks:
         try:
             masks = parse_masks(args.masks)
@@ -132,5 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="GPUs per inpainting actor (default: 1 where the cluster has GPUs, else 0)")
     parser.add_argument("--write-images", action="store_true",
                         help="also write image files mirroring the input tree, in the input's format")
+    parser.add_argument("--jpeg-tables", choices=("high", "source"),
+                        help="restored JPEGs: high (default; quality 95, finer where the source was) or source "
+                             "(the source's own tables: same file sizes)")
     parser.add_argument("--config", metavar="FILE", help="job configuration (YAML or JSON); flags override it")
     parser.set_defaults(func=_run)

@@ -76,6 +76,13 @@ def test_opencv_engine_restores_a_folder_keeping_formats(dataset, capsys):
     assert JpegImagePlugin.get_sampling(output) == JpegImagePlugin.get_sampling(source)
 
 
+def test_jpeg_tables_source_keeps_the_source_quantisation_and_size(dataset, capsys):
+    assert run_cli(dataset, "--engine", "opencv", "--jpeg-tables", "source") == 0
+    source, output = Image.open(dataset.jpeg), Image.open(dataset.output / "14037.jpg")
+    assert output.quantization == source.quantization
+    assert 0.85 < (dataset.output / "14037.jpg").stat().st_size / dataset.jpeg.stat().st_size < 1.15
+
+
 def test_rerun_skips_finished_outputs_unless_overwrite(dataset, capsys):
     assert run_cli(dataset, "--engine", "opencv") == 0
     written = dataset.output / "14037.jpg"

@@ -46,6 +46,7 @@ def test_yaml_and_json_files_give_equal_configs(tmp_path):
         ({"inputs": {"uris": []}}, "inputs.uris: at least one input URI is required"),
         ({"inputs": {"uris": "one/path"}}, "inputs.uris: expected a list"),
         ({"output": {"uri": ""}}, "output.uri: an output URI is required"),
+        ({"output": {"uri": "o", "jpeg_tables": "medium"}}, "output.jpeg_tables: expected 'high' or 'source'"),
         ({"execution": {"ray_address": "nowhere"}}, "execution.ray_address: expected 'auto'"),
         ({"metrics": {"enabled": "yes"}}, "metrics.enabled: expected true or false"),
     ],

@@ -114,33 +114,52 @@ def photo_like(height: int = 24, width: int = 36) -> np.ndarray:
                    0, 255).astype(np.uint8)
 
 
+def jpeg_tables_at(quality: int) -> dict:
+    return Image.open(io.BytesIO(encoded(Image.fromarray(photo_like()), "JPEG", quality=quality))).quantization
+
+
 @pytest.mark.parametrize("subsampling", [0, 1, 2])
-@pytest.mark.parametrize("quality", [60, 95])
-def test_jpeg_is_rewritten_with_its_own_quantisation_tables_and_subsampling(subsampling, quality):
+@pytest.mark.parametrize("quality", [60, 95, 100])
+def test_jpeg_is_rewritten_at_high_quality_never_coarser_than_its_source(subsampling, quality):
     data = encoded(Image.fromarray(photo_like()), "JPEG", quality=quality, subsampling=subsampling)
-    source = Image.open(io.BytesIO(data))
+    source = Image.open(io.BytesIO(data)).quantization
     _, output = restore_round_trip(data)
     assert output.format == "JPEG" and JpegImagePlugin.get_sampling(output) == subsampling
-    assert output.quantization == source.quantization
+    high = jpeg_tables_at(95)
+    # Entry by entry the finer of quality 95 and the source: a q60 source gets q95, a q100 one stays q100.
+    assert output.quantization == {k: [min(a, b) for a, b in zip(source[k], high[k])] for k in source}
+    assert output.quantization == (source if quality == 100 else high)
 
 
-def test_rewriting_a_jpeg_keeps_its_size_and_barely_touches_its_pixels():
-    """A q60 dataset stays a q60 dataset: no 2-3x growth from re-encoding at a fixed high quality."""
+@pytest.mark.parametrize("subsampling", [0, 2])
+def test_jpeg_tables_source_keeps_the_source_quantisation(subsampling):
+    data = encoded(Image.fromarray(photo_like()), "JPEG", quality=60, subsampling=subsampling)
+    decoded = decode_image(data)
+    output = Image.open(io.BytesIO(encode_image(decoded.rgb, None, decoded, jpeg_tables="source")))
+    assert output.quantization == Image.open(io.BytesIO(data)).quantization
+    assert JpegImagePlugin.get_sampling(output) == subsampling
+
+
+def test_jpeg_tables_source_keeps_the_file_size_and_barely_touches_its_pixels():
+    """A q60 dataset stays a q60 dataset: no 2x growth from re-encoding at a fixed high quality."""
     data = encoded(Image.fromarray(photo_like(240, 320)), "JPEG", quality=60)
     decoded = decode_image(data)
-    output = encode_image(decoded.rgb, None, decoded)
-    assert 0.9 < len(output) / len(data) < 1.1
-    again = np.asarray(Image.open(io.BytesIO(output))).astype(int)
+    kept = encode_image(decoded.rgb, None, decoded, jpeg_tables="source")
+    assert 0.9 < len(kept) / len(data) < 1.1
+    again = np.asarray(Image.open(io.BytesIO(kept))).astype(int)
     # Same tables and subsampling: re-encoding decoded pixels is (nearly) idempotent.
     assert np.abs(again - decoded.rgb).max() <= 2
+    assert len(encode_image(decoded.rgb, None, decoded)) > 1.3 * len(data)  # "high" pays in size
 
 
 def test_jpeg_without_readable_tables_falls_back_to_quality_95():
     decoded = decode_image(encoded(Image.fromarray(photo_like()), "JPEG", quality=60))
     blind = dataclasses.replace(decoded, save=dataclasses.replace(decoded.save, jpeg_qtables=None))
-    output = Image.open(io.BytesIO(encode_image(decoded.rgb, None, blind)))
-    quality_95 = Image.open(io.BytesIO(encoded(Image.fromarray(photo_like()), "JPEG", quality=95)))
-    assert output.quantization == quality_95.quantization
+    for choice in ("high", "source"):
+        output = Image.open(io.BytesIO(encode_image(decoded.rgb, None, blind, jpeg_tables=choice)))
+        assert output.quantization == jpeg_tables_at(95)
+    with pytest.raises(ValueError, match="jpeg_tables must be one of high, source"):
+        encode_image(decoded.rgb, None, decoded, jpeg_tables="medium")
 
 
 def test_lossy_webp_stays_lossy_and_lossless_stays_lossless():

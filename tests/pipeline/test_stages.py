@@ -116,6 +116,21 @@ def test_encode_keeps_the_input_format_alpha_and_writes_a_white_hole_png(tmp_pat
     assert np.isfinite(out["seam_score"]).all()
 
 
+@pytest.mark.parametrize("jpeg_tables", ["high", "source"])
+def test_encode_quantises_restored_jpegs_as_asked(tmp_path, jpeg_tables):
+    source = encode(textured_image(40, 48, 8), "JPEG", quality=70)
+    write_mask(tmp_path / "masks" / "photo.png", hole_box(40, 48))
+    stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(tmp_path / "masks")}), InpaintStage("opencv"),
+              EncodeStage(jpeg_tables)]
+
+    out = run_stages(batch_of({"photo.jpg": source}), stages)
+
+    tables = Image.open(io.BytesIO(out["image_bytes"][0])).quantization
+    source_tables = Image.open(io.BytesIO(source)).quantization
+    q95 = Image.open(io.BytesIO(encode(textured_image(40, 48, 8), "JPEG", quality=95))).quantization
+    assert tables == (source_tables if jpeg_tables == "source" else q95)
+
+
 @pytest.mark.timeout(120)
 def test_stages_compose_in_a_users_own_ray_data_pipeline(ray_session, tmp_path):
     import ray.data
