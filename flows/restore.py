@@ -57,10 +57,14 @@ def shard_cache_key(_context: Any, parameters: dict[str, Any]) -> str:
     ])
 
 
-def shard_groups(names: list[str], shards_per_task: int) -> list[list[str]]:
-    """Consecutive shards, `shards_per_task` to a task (the last group may be smaller)."""
+def check_shards_per_task(shards_per_task: int) -> None:
     if shards_per_task < 1:
         raise ValueError(f"shards_per_task must be at least 1, got {shards_per_task}")
+
+
+def shard_groups(names: list[str], shards_per_task: int) -> list[list[str]]:
+    """Consecutive shards, `shards_per_task` to a task (the last group may be smaller)."""
+    check_shards_per_task(shards_per_task)
     return [names[i:i + shards_per_task] for i in range(0, len(names), shards_per_task)]
 
 
@@ -180,8 +184,7 @@ def restore_dataset(config: dict[str, Any] | None = None, config_path: str | Non
     logger = get_run_logger()
     started = time.perf_counter()
     job = load_config(config, config_path, ray_address)
-    if shards_per_task < 1:  # before any work
-        raise ValueError(f"shards_per_task must be at least 1, got {shards_per_task}")
+    check_shards_per_task(shards_per_task)  # before any work
     job_data = job.to_dict()
     plan = plan_shards(job_data)
     groups = shard_groups([shard["name"] for shard in plan["shards"]], shards_per_task)

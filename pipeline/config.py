@@ -293,8 +293,6 @@ class OutputConfig:
     def validate(self, path: str) -> None:
         if not self.uri.strip():
             _fail(f"{path}.uri", "an output URI is required")
-        if self.jpeg_tables not in ("high", "source"):
-            _fail(f"{path}.jpeg_tables", f"must be 'high' or 'source', got {self.jpeg_tables!r}")
         if not 1 <= self.row_group_size <= 1_000_000:
             _fail(f"{path}.row_group_size", f"must be in [1, 1000000], got {self.row_group_size}")
 

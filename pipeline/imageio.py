@@ -126,23 +126,25 @@ def _quantization_tables(image: Image.Image) -> tuple[tuple[int, ...], ...] | No
     return values if all(len(t) == 64 and all(1 <= v <= 255 for v in t) for t in values) else None
 
 
-def _without_thumbnail(exif: bytes | None) -> bytes | None:
-    """The EXIF block minus IFD1, the embedded JPEG thumbnail that viewers and file browsers show.
+def _without_thumbnail(image: Image.Image) -> bytes | None:
+    """The image's EXIF block minus IFD1, the embedded JPEG thumbnail that viewers and file browsers show.
 
     The thumbnail is a copy of the picture as it was, watermark included: carried over unchanged it would
     undo the cleaning wherever a thumbnail is displayed. Pillow's serialiser writes IFD0 and its sub-IFDs
-    (Exif, GPS, Interop) but no IFD1; blocks without a thumbnail are kept byte for byte.
+    (Exif, GPS, Interop) but no IFD1; blocks without a thumbnail are kept byte for byte. `getexif()` is
+    the parse `exif_transpose` already made (Pillow caches it), not a second one.
     """
-    if not exif:
-        return exif
-    parsed = Image.Exif()
-    try:
-        parsed.load(exif)
-        if not parsed.get_ifd(ExifTags.IFD.IFD1):
-            return exif
-        return parsed.tobytes()
-    except Exception:  # noqa: BLE001 - an EXIF block Pillow cannot parse is dropped rather than kept blind
+    raw = image.info.get("exif") or None
+    if raw is None:
         return None
+    parsed = image.getexif()
+    return parsed.tobytes() if parsed.get_ifd(ExifTags.IFD.IFD1) else raw
+
+
+def check_jpeg_tables(choice: str) -> None:
+    """Raise ValueError unless `choice` is one of JPEG_TABLE_CHOICES."""
+    if choice not in JPEG_TABLE_CHOICES:
+        raise ValueError(f"jpeg_tables must be one of {', '.join(JPEG_TABLE_CHOICES)}, got {choice!r}")
 
 
 def decode_image(source: bytes | str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
@@ -183,7 +185,7 @@ def decode_image(source: bytes | str | os.PathLike[str], *, max_pixels: int = DE
         native=native,
         palette=palette,
         icc_profile=info.get("icc_profile") or None,
-        exif=_without_thumbnail(info.get("exif") or None),
+        exif=_without_thumbnail(image),
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
         jpeg_subsampling=subsampling if subsampling in (0, 1, 2) else None,
         jpeg_qtables=_quantization_tables(image) if image_format == "JPEG" else None,
@@ -252,8 +254,7 @@ def encode_image(rgb: np.ndarray, alpha: np.ndarray | None = None, like: Decoded
     "high" (quality 95, finer where the source was) or "source" (the source's own tables). Raises
     ValueError for an alpha channel in a format that cannot store one (JPEG) or an unknown format.
     """
-    if jpeg_tables not in JPEG_TABLE_CHOICES:
-        raise ValueError(f"jpeg_tables must be one of {', '.join(JPEG_TABLE_CHOICES)}, got {jpeg_tables!r}")
+    check_jpeg_tables(jpeg_tables)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
     if isinstance(like, str):

@@ -318,9 +318,13 @@ def _check_output_not_inside_inputs(config: JobConfig) -> None:
                            "inputs by the next run; choose an output folder outside it")
 
 
-def _load_or_create_plan(config: JobConfig, engine: ResolvedEngine) -> _Plan:
+def _open_output(config: JobConfig) -> OutputRoot:
+    """The output root, created if absent, once it is known not to lie inside an input."""
     _check_output_not_inside_inputs(config)
-    root = OutputRoot(config.output.uri)
+    return OutputRoot(config.output.uri)
+
+
+def _load_or_create_plan(config: JobConfig, engine: ResolvedEngine, root: OutputRoot) -> _Plan:
     config_hash = config.content_hash({"engine": engine.name, "checkpoint_sha256": engine.checkpoint_sha256})
     manifest = load_manifest(root)
     if manifest is not None:
@@ -573,16 +577,21 @@ class JobPlanSummary:
         return asdict(self)
 
 
+def _summary_fields(plan: _Plan) -> dict[str, Any]:
+    """The fields JobReport and JobPlanSummary share: which job, on what output, with which engine."""
+    return {"output_uri": plan.config.output.uri, "config_hash": plan.config_hash, "engine": plan.engine.name,
+            "checkpoint_sha256": plan.engine.checkpoint_sha256, "engine_warning": plan.engine.warning,
+            "total_rows": plan.manifest.total_rows}
+
+
 def plan_job(config: JobConfig) -> JobPlanSummary:
     """List the inputs (or reload the saved listing), cut them into shards, say which are committed."""
     engine = resolve_engine(config.engine)
-    plan = _load_or_create_plan(config, engine)
+    plan = _load_or_create_plan(config, engine, _open_output(config))
     markers = plan.manifest.refresh_states(plan.root)
     plan.manifest.save(plan.root)
     return JobPlanSummary(
-        output_uri=config.output.uri, config_hash=plan.config_hash, engine=engine.name,
-        checkpoint_sha256=engine.checkpoint_sha256, engine_warning=engine.warning,
-        total_rows=plan.manifest.total_rows,
+        **_summary_fields(plan),
         shards=[{"name": s.name, "rows": s.rows, "committed": s.name in markers} for s in plan.manifest.shards],
     )
 
@@ -598,15 +607,15 @@ def run_job(config: JobConfig, *, shards: Sequence[str] | None = None,
     """
     started = time.perf_counter()
     engine = resolve_engine(config.engine)
-    _check_output_not_inside_inputs(config)
+    root = _open_output(config)
     # One driver per output: held before a resume clears an interrupted run's temporary files.
-    with exclusive_driver(OutputRoot(config.output.uri)):
-        return _run_locked(config, engine, shards, on_commit, started)
+    with exclusive_driver(root):
+        return _run_locked(_load_or_create_plan(config, engine, root), shards, on_commit, started)
 
 
-def _run_locked(config: JobConfig, engine: ResolvedEngine, shards: Sequence[str] | None,
-                on_commit: Callable[[ShardStats], None] | None, started: float) -> JobReport:
-    plan = _load_or_create_plan(config, engine)
+def _run_locked(plan: _Plan, shards: Sequence[str] | None, on_commit: Callable[[ShardStats], None] | None,
+                started: float) -> JobReport:
+    config, engine = plan.config, plan.engine
     markers = plan.manifest.refresh_states(plan.root)
     already = len(markers)
     pending = plan.manifest.pending()
@@ -615,7 +624,8 @@ def _run_locked(config: JobConfig, engine: ResolvedEngine, shards: Sequence[str]
         unknown = sorted(set(shards) - known)
         if unknown:
             raise JobError(f"unknown shard(s) {', '.join(unknown)}; this job has {len(known)} shards")
-        pending = [shard for shard in pending if shard.name in set(shards)]
+        wanted = set(shards)
+        pending = [shard for shard in pending if shard.name in wanted]
     plan.manifest.save(plan.root)
     log.info("%d shards: %d committed, %d pending", len(plan.manifest.shards), already, len(pending))
 
@@ -633,9 +643,7 @@ def _run_locked(config: JobConfig, engine: ResolvedEngine, shards: Sequence[str]
     totals = merge_stats(markers.values())
     wall = time.perf_counter() - started
     report = JobReport(
-        output_uri=config.output.uri, config_hash=plan.config_hash, engine=engine.name,
-        checkpoint_sha256=engine.checkpoint_sha256, engine_warning=engine.warning,
-        total_rows=plan.manifest.total_rows, shards_total=len(plan.manifest.shards),
+        **_summary_fields(plan), shards_total=len(plan.manifest.shards),
         shards_already_committed=already, shards_committed_now=len(markers) - already,
         rows_processed_now=processed, counts=totals["counts"], errors=totals["errors"], means=totals["means"],
         wall_s=round(wall, 3), rows_per_s=round(processed / wall, 3) if wall > 0 else 0.0,

@@ -571,14 +571,13 @@ class EncodeStage:
     quantisation: same file sizes); see pipeline.imageio.encode_image.
     """
 
-    def __init__(self, jpeg_tables: str = "high") -> None:
-        from pipeline.imageio import JPEG_TABLE_CHOICES
-
-        if jpeg_tables not in JPEG_TABLE_CHOICES:
-            raise ValueError(f"jpeg_tables must be one of {', '.join(JPEG_TABLE_CHOICES)}, got {jpeg_tables!r}")
-        self.jpeg_tables = jpeg_tables
-
     ARRAY_COLUMNS = ("image", "alpha", "restored", "hole", "reference", "bytes", "reference_bytes", "save_info")
+
+    def __init__(self, jpeg_tables: str = "high") -> None:
+        from pipeline.imageio import check_jpeg_tables
+
+        check_jpeg_tables(jpeg_tables)  # here, not on every row
+        self.jpeg_tables = jpeg_tables
 
     def __call__(self, batch: Batch) -> Batch:
         from pipeline.writer import image_file_name
