@@ -629,6 +629,15 @@ def _run_locked(plan: _Plan, shards: Sequence[str] | None, on_commit: Callable[[
     plan.manifest.save(plan.root)
     log.info("%d shards: %d committed, %d pending", len(plan.manifest.shards), already, len(pending))
 
+    # Markers written by this run are the stats we just committed: no need to read every marker again
+    # (on an object store that is one request per shard of the whole job).
+    committed_now: dict[str, dict[str, Any]] = {}
+
+    def record(stats: ShardStats) -> None:
+        committed_now[stats.shard] = stats.to_dict()
+        if on_commit is not None:
+            on_commit(stats)
+
     processed = 0
     if pending:
         fit_options = consistent_fit_options(config.masks.method, config.masks.options)
@@ -637,9 +646,10 @@ def _run_locked(plan: _Plan, shards: Sequence[str] | None, on_commit: Callable[[
         with ray_session(config.execution):
             window = config.execution.shards_per_pipeline
             for start in range(0, len(pending), window):
-                processed += _run_window(plan, pending[start:start + window], on_commit)
+                processed += _run_window(plan, pending[start:start + window], record)
 
-    markers = plan.manifest.refresh_states(plan.root)
+    markers = {shard.name: markers.get(shard.name) or committed_now[shard.name]
+               for shard in plan.manifest.shards if shard.name in markers or shard.name in committed_now}
     totals = merge_stats(markers.values())
     wall = time.perf_counter() - started
     report = JobReport(
