@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -19,20 +19,11 @@ MaskChannel = Literal["luma", "alpha"]
 
 
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an image file to uint8 H×W×3 RGB, EXIF orientation applied.
+    """Decode an image file to uint8 H×W×3 RGB, EXIF orientation applied, with the project decoder
+    (`pipeline.imageio.decode_image`), so masks line up with what the inpainting stage sees."""
+    from pipeline.imageio import decode_image
 
-    Uses the project decoder (`pipeline.imageio.decode_image`) when it is available so masks line up
-    with what the inpainting stage sees; falls back to Pillow with the same EXIF transpose.
-    """
-    try:
-        from pipeline.imageio import decode_image  # type: ignore[attr-defined]
-    except ImportError:
-        decode_image = None
-    if decode_image is not None:
-        return np.ascontiguousarray(decode_image(Path(path).read_bytes()).rgb)
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    return np.ascontiguousarray(decode_image(Path(path).read_bytes()).rgb)
 
 
 def hole_from_mask_image(
