@@ -151,7 +151,7 @@ def _compare(generator, keep, seeds, mode, noise_mode="const", dtype=torch.float
             outputs.append(generator(images, keep.to(dtype), z.to(dtype), keep_maps=(k1, k2), noise_mode=noise_mode,
                                      return_stg1=True, decode=decode))
     (dense, dense_stg1), (hole, hole_stg1) = outputs
-    known = keep.bool().expand_as(images)
+    known = (keep == 1).expand_as(images)
     for name, d, h in (("out", dense, hole), ("stg1", dense_stg1, hole_stg1)):
         assert torch.equal(h[known], images[known]), f"{name}: known pixels changed"
         err = (h - d).abs().amax(dim=(1, 2, 3)) / d.abs().amax(dim=(1, 2, 3))
