@@ -10,6 +10,15 @@ the Inpainter uses.
     python bench/mat_forward.py --resolution 256 --batch 1 --dtype fp32 --runs 5
     python bench/mat_forward.py --variant eager,compile          # also time torch.compile (slow to build)
     python bench/mat_forward.py --allocator retain               # glibc keeps freed memory (see NOTES.md)
+    python bench/mat_forward.py --holes dense,line5,logo+line5,blob15,blob40 --threads 1 --clock cpu
+                                                                 # hole-aware decoding (issue 14)
+
+Hole rows (`--holes`): "dense" is the dense forward (the whole decoder, a large square hole); the others
+are watermark-sized holes decoded hole-aware (`decode="auto"`): a line in a corner (5 % of the window),
+a logo and a line in two corners (5 %), a 15 % and a 40 % disc, and letter-like text (3 %). Their `eff`
+column is the *dense-equivalent efficiency*, the dense model's FLOPs / time / matmul ceiling: above 1.0
+means faster than any dense forward could run on this machine; `vs dense` is the paired time ratio
+against the dense row of the same dtype and batch.
 
 The weights are random (speed does not depend on them). `bench/gpu.py` reuses these helpers.
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import os
 import platform
 import statistics
 import sys
@@ -74,8 +84,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall seconds of one call; measured with CUDA events on a GPU."""
+def time_call(fn: Callable[[], object], device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds of one call by `clock` (wall by default; `time.process_time` for CPU time); measured with
+    CUDA events on a GPU."""
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -83,9 +94,9 @@ def time_call(fn: Callable[[], object], device: torch.device) -> float:
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 class MatmulProbe:
@@ -95,8 +106,9 @@ class MatmulProbe:
     before every timed forward so that each forward gets a ceiling measured under the same load.
     """
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, sizes: Sequence[int] = CEILING_SIZES):
-        self.device, self.dtype, self.sizes = device, dtype, tuple(sizes)
+    def __init__(self, device: torch.device, dtype: torch.dtype, sizes: Sequence[int] = CEILING_SIZES,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.device, self.dtype, self.sizes, self.clock = device, dtype, tuple(sizes), clock
         self.size = self.sizes[-1]
         self._operands: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -105,7 +117,7 @@ class MatmulProbe:
             g = torch.Generator().manual_seed(n)
             self._operands[n] = tuple(torch.randn(n, n, generator=g).to(self.device, self.dtype) for _ in range(2))
         a, b = self._operands[n]
-        return 2 * n**3 / time_call(lambda: torch.mm(a, b), self.device) / 1e9
+        return 2 * n**3 / time_call(lambda: torch.mm(a, b), self.device, self.clock) / 1e9
 
     def calibrate(self, runs: int = 3) -> float:
         best = 0.0
@@ -135,7 +147,7 @@ def measure(fn: Callable[[], torch.Tensor], probe: MatmulProbe, runs: int,
     for _ in range(runs):
         probes.append(probe.sample())
         result: list[torch.Tensor] = []
-        seconds.append(time_call(lambda: result.append(fn()), probe.device))
+        seconds.append(time_call(lambda: result.append(fn()), probe.device, probe.clock))
         out = result[0]
     return seconds, probes, out
 
@@ -164,15 +176,54 @@ def build_generator(resolution: int, device: torch.device, seed: int = 0) -> Gen
     return Generator(resolution).eval().to(device)
 
 
-def make_inputs(batch: int, resolution: int, device: torch.device, seed: int = 0):
-    """Images in [-1, 1], keep-masks with a large rectangular hole per image, and seeded latents."""
+def _disc(keep: torch.Tensor, cy: float, cx: float, radius: float) -> None:
+    r = keep.shape[-1]
+    yy, xx = torch.meshgrid(torch.arange(r), torch.arange(r), indexing="ij")
+    keep[..., (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 0
+
+
+def hole_mask(name: str, resolution: int, index: int = 0) -> torch.Tensor:
+    """Keep mask 1×R×R (1 keep, 0 hole) of a named hole shape; `index` moves it a little, so that the
+    windows of one batch have different boxes. Areas are shares of the R×R window."""
+    r = resolution
+    s = r / 512  # shapes are drawn for 512² and scaled
+    keep = torch.ones(1, r, r)
+    jy, jx = (index * 7) % 23, (index * 13) % 29  # up to ~5 % of the side
+
+    def rect(y0, y1, x0, x1):
+        keep[:, int(y0 * s):int(y1 * s), int(x0 * s):int(x1 * s)] = 0
+
+    if name == "dense":  # the dense rows' large square hole (the historical bench input)
+        top, left = (index * 37) % (r // 4), (index * 53) % (r // 4)
+        keep[:, r // 4 + top: r // 2 + top + r // 8, r // 4 + left: r // 2 + left + r // 8] = 0
+    elif name == "line5":  # 32 × 410 in the bottom-right corner: 5.0 %
+        rect(470 - jy, 502 - jy, 92 - jx, 502 - jx)
+    elif name == "logo+line5":  # an 80 × 80 logo top-left and a 20 × 335 line bottom-right: 5.0 %
+        rect(12 + jy, 92 + jy, 12 + jx, 92 + jx)
+        rect(480 - jy, 500 - jy, 165 - jx, 500 - jx)
+    elif name == "blob15":  # a disc of radius 112 off-centre: 15 %
+        _disc(keep, (200 + jy) * s, (300 - jx) * s, 112 * s)
+    elif name == "blob40":  # a disc of radius 183: 40 %
+        _disc(keep, (256 + jy) * s, (256 - jx) * s, 183 * s)
+    elif name == "text3":  # 14 letter-like blocks of 18 × 12, 6 px apart, in two lines: ~3 % (held out)
+        for line in range(2):
+            for letter in range(14):
+                y0, x0 = 400 + 26 * line + jy, 60 + 18 * letter + jx
+                rect(y0, y0 + 18, x0, x0 + 12)
+                rect(y0 + 18, y0 + 22, x0 + 2, x0 + 10)  # a descender
+    else:
+        raise ValueError(f"unknown hole shape {name!r}")
+    return keep
+
+
+HOLE_SHAPES = ("dense", "line5", "logo+line5", "blob15", "blob40", "text3")
+
+
+def make_inputs(batch: int, resolution: int, device: torch.device, seed: int = 0, hole: str = "dense"):
+    """Images in [-1, 1], keep-masks with one named hole per image (`hole_mask`), and seeded latents."""
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(batch, 3, resolution, resolution, generator=g) * 2 - 1
-    masks = torch.ones(batch, 1, resolution, resolution)
-    r = resolution
-    for i in range(batch):
-        top, left = (i * 37) % (r // 4), (i * 53) % (r // 4)
-        masks[i, :, r // 4 + top: r // 2 + top + r // 8, r // 4 + left: r // 2 + left + r // 8] = 0
+    masks = torch.stack([hole_mask(hole, resolution, i) for i in range(batch)])
     z, k1, k2 = sample_latents(range(seed, seed + batch))
     return tuple(t.to(device) for t in (images, masks, z, k1, k2))
 
@@ -184,12 +235,15 @@ def precision(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def forward_fn(model: Callable, inputs, device: torch.device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+def forward_fn(model: Callable, inputs, device: torch.device, dtype: torch.dtype,
+               decode: str = "dense") -> Callable[[], torch.Tensor]:
+    """One forward of `inputs`; decode="dense" by default, so that rows stay comparable with the dense
+    forward's history (the hole rows pass "auto")."""
     images, masks, z, k1, k2 = inputs
 
     def run() -> torch.Tensor:
         with precision(device, dtype):
-            return model(images, masks, z, keep_maps=(k1, k2))
+            return model(images, masks, z, keep_maps=(k1, k2), decode=decode)
 
     return run
 
@@ -213,14 +267,24 @@ def rel_l2(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return float((ours - ref).norm() / ref.norm())
 
 
-def format_table(rows: Sequence[Row]) -> str:
+def format_table(rows: Sequence[Row], holes: Sequence[str] | None = None,
+                 vs_dense: Sequence[float | None] | None = None) -> str:
+    """The table; with `holes`, two more columns: the hole shape (and its share of the window) and the
+    paired time ratio against the dense row (`vs_dense`, None where there is none)."""
     header = (f"{'variant':<14} {'dtype':<5} {'res':>4} {'batch':>5} {'s/image':>8} {'images/s':>8} "
               f"{'GFLOP/s':>8} {'ceiling':>8} {'% ceil':>6} {'runs':>4}")
+    if holes is not None:
+        header += f" {'hole':<17} {'eff':>5} {'vs dense':>8}"
     lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(f"{r.variant:<14} {r.dtype:<5} {r.resolution:>4} {r.batch:>5} {r.seconds_per_image:>8.3f} "
-                     f"{r.images_per_second:>8.2f} {r.gflops:>8.0f} {r.ceiling_gflops:>8.0f} "
-                     f"{r.percent_of_ceiling:>5.0f}% {len(r.seconds):>4}")
+    for i, r in enumerate(rows):
+        line = (f"{r.variant:<14} {r.dtype:<5} {r.resolution:>4} {r.batch:>5} {r.seconds_per_image:>8.3f} "
+                f"{r.images_per_second:>8.2f} {r.gflops:>8.0f} {r.ceiling_gflops:>8.0f} "
+                f"{r.percent_of_ceiling:>5.0f}% {len(r.seconds):>4}")
+        if holes is not None:
+            ratio = vs_dense[i] if vs_dense is not None else None
+            line += (f" {holes[i]:<17} {r.percent_of_ceiling / 100:>5.2f} "
+                     f"{'-' if ratio is None else f'{ratio:.2f}x':>8}")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -252,6 +316,10 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     parser.add_argument("--variant", default="eager", help="comma-separated, of eager,compile")
     parser.add_argument("--allocator", default="default", choices=("default", "retain"),
                         help="'retain': glibc keeps freed memory for reuse (process-wide; see retain_freed_memory)")
+    parser.add_argument("--holes", default=None,
+                        help=f"comma-separated hole shapes, of {','.join(HOLE_SHAPES)} (adds hole columns)")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                        help="'cpu': process CPU time (with --threads 1: robust to other processes' load)")
     parser.add_argument("--small-ceiling", action="store_true",
                         help="measure the ceiling with tiny matmuls (smoke tests; the %% column is then meaningless)")
     return parser
@@ -280,7 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--allocator retain needs glibc")
         suffix = "+retain"
     print(f"# MAT-{args.resolution} forward on {describe_machine(device)}; allocator: {args.allocator}")
-    probes = {d: MatmulProbe(device, DTYPES[d], SMALL_CEILING_SIZES if args.small_ceiling else CEILING_SIZES)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    holes = parse_list(args.holes) if args.holes else None
+    if holes and any(h not in HOLE_SHAPES for h in holes):
+        parser.error(f"unknown hole shape in {holes}; choose from {', '.join(HOLE_SHAPES)}")
+    probes = {d: MatmulProbe(device, DTYPES[d], SMALL_CEILING_SIZES if args.small_ceiling else CEILING_SIZES, clock)
               for d in dtypes}
     calibrated = {d: probe.calibrate() for d, probe in probes.items()}
     print("# matmul ceiling at start, GFLOP/s: "
@@ -288,18 +360,32 @@ def main(argv: Sequence[str] | None = None) -> int:
           + "; re-measured before every timed forward ('ceiling' = their median)")
     gflop = count_gflop(args.resolution)
     generator = build_generator(args.resolution, device)
-    print(f"# model: {gflop:.1f} GFLOP per image (counted); s/image = median over runs / batch")
+    print(f"# model: {gflop:.1f} GFLOP per image (counted; the dense forward's, also for hole rows); "
+          f"s/image = median over runs / batch; clock: {args.clock}")
+    if holes:
+        print(f"# load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
-    print(format_table([]))
+    print(format_table([], holes=[] if holes else None))
     for variant in variants:
         model: Callable = torch.compile(generator) if variant == "compile" else generator
         for dtype_name in dtypes:
             for batch in parse_list(args.batch, int):
-                run = forward_fn(model, make_inputs(batch, args.resolution, device), device, DTYPES[dtype_name])
-                with torch.inference_mode():
-                    seconds, ceiling, _ = measure(run, probes[dtype_name], args.runs, args.warmup)
-                row = Row(variant + suffix, dtype_name, batch, args.resolution, seconds, ceiling, gflop)
-                print(format_table([row]).splitlines()[-1], flush=True)
+                dense_seconds = None
+                for hole in holes or ["dense"]:
+                    inputs = make_inputs(batch, args.resolution, device, hole=hole)
+                    decode = "dense" if hole == "dense" else "auto"
+                    run = forward_fn(model, inputs, device, DTYPES[dtype_name], decode=decode)
+                    with torch.inference_mode():
+                        seconds, ceiling, _ = measure(run, probes[dtype_name], args.runs, args.warmup)
+                    row = Row(variant + suffix, dtype_name, batch, args.resolution, seconds, ceiling, gflop)
+                    if hole == "dense":
+                        dense_seconds = statistics.median(seconds)
+                    ratio = None if dense_seconds is None else dense_seconds / statistics.median(seconds)
+                    label = f"{hole} {100 * float((inputs[1] == 0).float().mean()):.1f}%"
+                    line = format_table([row], holes=[label] if holes else None, vs_dense=[ratio])
+                    print(line.splitlines()[-1], flush=True)
+    if holes:
+        print(f"# load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 

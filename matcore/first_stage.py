@@ -3,11 +3,14 @@ U-Net over mask-aware windows, and a style-modulated conv decoder back to the in
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from matcore.attention import BasicLayer, PatchMerging, PatchUpsampling, feature2token, token2feature
+from matcore.hole_decode import LadderPlan, composite, plan_ladder, run_ladder
+from matcore.hole_regions import CropGroup
 from matcore.layers import Conv2dLayer, Conv2dLayerPartial, FullyConnectedLayer, StyleConv, ToRGB, add_
 
 TOKEN_RESOLUTION = 64  # the encoder brings any input down to 64x64 tokens
@@ -27,7 +30,8 @@ class DecStyleBlock(nn.Module):
         self.conv1 = StyleConv(out_channels, out_channels, style_dim, resolution=res, use_noise=False)
         self.toRGB = ToRGB(out_channels, img_channels, style_dim)
 
-    def forward(self, x, img, style, skip, noise_mode: str = "const"):
+    def forward(self, x: torch.Tensor, img: torch.Tensor | None, style: torch.Tensor, skip: torch.Tensor,
+                noise_mode: str = "const") -> tuple[torch.Tensor, torch.Tensor]:
         x = self.conv0(x, style, noise_mode=noise_mode)
         x = add_(x, skip)
         x = self.conv1(x, style, noise_mode=noise_mode, overwrite_input=True)  # x is this block's own sum
@@ -71,9 +75,20 @@ class FirstStage(nn.Module):
             res = res * 2
             self.dec_conv.append(DecStyleBlock(res, dim, dim, style_dim, img_channels))
 
+    def ladder_plan(self, groups: Sequence[CropGroup], batch: int, mode: str) -> LadderPlan:
+        """Which decoder blocks run on the hole's crops (matcore/hole_decode.py)."""
+        sizes = [TOKEN_RESOLUTION * 2 ** (i + 1) for i in range(len(self.dec_conv))]
+        channels = [(b.conv0.conv.weight.shape[2], b.conv0.conv.weight.shape[1]) for b in self.dec_conv]
+        return plan_ladder(groups, sizes, channels, batch, mode)
+
     def forward(self, images: torch.Tensor, keep_masks: torch.Tensor, ws: torch.Tensor, keep_map: torch.Tensor,
-                noise_mode: str = "const") -> torch.Tensor:
-        """keep_map: (N, 256, dim) 0/1, which bottleneck token features survive (the rest get the noise code)."""
+                noise_mode: str = "const", groups: Sequence[CropGroup] | None = None,
+                decode: str = "dense") -> torch.Tensor:
+        """keep_map: (N, 256, dim) 0/1, which bottleneck token features survive (the rest get the noise code).
+
+        groups/decode: the hole's crops and the decoding mode ("dense", "auto", "crop"; see
+        `Generator.forward`); the output is the same, only the work differs.
+        """
         # Channels-last from the first convolution on: oneDNN's convolutions (the depthwise FIR ones above
         # all) run faster in it, and token <-> feature-map reshapes become free views.
         x = torch.cat([keep_masks - 0.5, images * keep_masks], dim=1).contiguous(memory_format=torch.channels_last)
@@ -108,7 +123,7 @@ class FirstStage(nn.Module):
                 style = torch.cat([global_style, ws_code], dim=1)
 
         x = token2feature(x, size)
-        img = None
-        for i, block in enumerate(self.dec_conv):
-            x, img = block(x, img, style, skips[len(self.dec_conv) - i - 1], noise_mode=noise_mode)
-        return img * (1 - keep_masks) + images * keep_masks
+        plan = self.ladder_plan(groups or (), x.shape[0], "dense" if groups is None else decode)
+        dec_skips = [skips[len(self.dec_conv) - i - 1] for i in range(len(self.dec_conv))]
+        img, crops = run_ladder(list(self.dec_conv), dec_skips, x, None, style, plan, noise_mode)
+        return composite(images, keep_masks, img, crops, plan)

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 
 from matcore.first_stage import BOTTLENECK_TOKENS, FirstStage
+from matcore.hole_decode import CropState, LadderPlan, composite, plan_ladder, run_ladder
+from matcore.hole_regions import CropGroup, group_crops, hole_boxes
 from matcore.layers import Conv2dLayer, FullyConnectedLayer, MappingNet, StyleConv, ToRGB, add_
 
 Z_DIM = 512
@@ -16,6 +18,10 @@ W_DIM = 512
 FIRST_STAGE_DIM = 180
 BOTTLENECK = 16
 SUPPORTED_RESOLUTIONS = (256, 512)
+DECODE_MODES = ("auto", "dense", "crop")
+# Halo (pixels at the output resolution) counted around every hole box when deciding whether two boxes
+# are cheaper as one: about what the top two decoder levels add (matcore/hole_decode.py).
+HOLE_MARGIN = 8
 
 
 def channels_at(res_log2: int) -> int:
@@ -110,8 +116,8 @@ class DecBlockFirstV2(nn.Module):
         self.conv1 = StyleConv(in_channels, out_channels, style_dim, resolution=2**res_log2, use_noise=use_noise)
         self.toRGB = ToRGB(out_channels, img_channels, style_dim)
 
-    def forward(self, x, style, features, noise_mode: str = "const"):
-        x = add_(self.conv0(x), features[self.res_log2])
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor, noise_mode: str = "const"):
+        x = add_(self.conv0(x), skip)
         x = self.conv1(x, style, noise_mode=noise_mode, overwrite_input=True)  # x is this block's own sum
         return x, self.toRGB(x, style)
 
@@ -126,9 +132,10 @@ class DecBlock(nn.Module):
         self.conv1 = StyleConv(out_channels, out_channels, style_dim, resolution=2**res_log2, use_noise=use_noise)
         self.toRGB = ToRGB(out_channels, img_channels, style_dim)
 
-    def forward(self, x, img, style, features, noise_mode: str = "const"):
+    def forward(self, x: torch.Tensor, img: torch.Tensor, style: torch.Tensor, skip: torch.Tensor,
+                noise_mode: str = "const") -> tuple[torch.Tensor, torch.Tensor]:
         x = self.conv0(x, style, noise_mode=noise_mode)
-        x = add_(x, features[self.res_log2])
+        x = add_(x, skip)
         x = self.conv1(x, style, noise_mode=noise_mode, overwrite_input=True)  # x is this block's own sum
         return x, self.toRGB(x, style, skip=img)
 
@@ -142,12 +149,20 @@ class Decoder(nn.Module):
             setattr(self, f"Dec_{2**r}x{2**r}",
                     DecBlock(r, channels_at(r - 1), channels_at(r), style_dim, use_noise, img_channels))
 
-    def forward(self, x, style, features, noise_mode: str = "const"):
+    def ladder_plan(self, groups: Sequence[CropGroup], batch: int, mode: str) -> LadderPlan:
+        """Which up-sampling blocks (32² and up) run on the hole's crops (matcore/hole_decode.py)."""
+        res_log2s = range(5, self.res_log2 + 1)
+        return plan_ladder(groups, [2**r for r in res_log2s], [(channels_at(r - 1), channels_at(r)) for r in res_log2s],
+                           batch, mode)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, features: dict[int, torch.Tensor], plan: LadderPlan,
+                noise_mode: str = "const") -> tuple[torch.Tensor | None, list[CropState]]:
+        """The dense image (N×3×R×R), or None and the crops' images when the top block ran on crops."""
         # All of MAT's per-layer w's are the same broadcast vector, so one style code serves every layer.
-        x, img = self.Dec_16x16(x, style, features, noise_mode=noise_mode)
-        for r in range(5, self.res_log2 + 1):
-            x, img = getattr(self, f"Dec_{2**r}x{2**r}")(x, img, style, features, noise_mode=noise_mode)
-        return img
+        x, img = self.Dec_16x16(x, style, features[4], noise_mode=noise_mode)
+        res_log2s = range(5, self.res_log2 + 1)
+        blocks = [getattr(self, f"Dec_{2**r}x{2**r}") for r in res_log2s]
+        return run_ladder(blocks, [features[r] for r in res_log2s], x, img, style, plan, noise_mode)
 
 
 class SynthesisNet(nn.Module):
@@ -163,9 +178,14 @@ class SynthesisNet(nn.Module):
         self.to_style = ToStyle(channels_at(4), channels_at(2) * 2)
         self.dec = Decoder(res_log2, w_dim + channels_at(2) * 2, use_noise, img_channels)
 
-    def forward(self, images, keep_masks, ws, keep_maps, noise_mode: str = "const"):
+    def forward(self, images, keep_masks, ws, keep_maps, noise_mode: str = "const", decode: str = "auto"):
         k1, k2 = keep_maps
-        out_stg1 = self.first_stage(images, keep_masks, ws, k1, noise_mode=noise_mode)
+        groups = None
+        if decode != "dense":
+            # A GPU call on a small crop is launch-bound: there one padded stack beats several tight ones.
+            overhead = 1024 if images.device.type == "cpu" else self.img_resolution**2
+            groups = group_crops(hole_boxes(keep_masks, HOLE_MARGIN), HOLE_MARGIN, overhead)
+        out_stg1 = self.first_stage(images, keep_masks, ws, k1, noise_mode=noise_mode, groups=groups, decode=decode)
 
         known = images * keep_masks
         x = known + out_stg1 * (1 - keep_masks)
@@ -182,8 +202,9 @@ class SynthesisNet(nn.Module):
 
         global_style = self.to_style(fea_16)
         style = torch.cat([ws[:, 0], global_style], dim=1)
-        img = self.dec(fea_16, style, features, noise_mode=noise_mode)
-        img = img * (1 - keep_masks) + known
+        plan = self.dec.ladder_plan(groups or (), images.shape[0], "dense" if groups is None else decode)
+        img, crops = self.dec(fea_16, style, features, plan, noise_mode=noise_mode)
+        img = composite(images, keep_masks, img, crops, plan)
         return img.contiguous(), out_stg1.contiguous()
 
 
@@ -213,12 +234,20 @@ class Generator(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor, z: torch.Tensor, *, truncation_psi: float = 1.0,
                 noise_mode: str = "const", keep_maps: tuple[torch.Tensor, torch.Tensor] | None = None,
-                return_stg1: bool = False):
+                return_stg1: bool = False, decode: str = "auto"):
         """images N×3×R×R in [-1, 1]; masks N×1×R×R with 1 = keep, 0 = hole; z N×512.
 
         keep_maps=(k1 N×256×180, k2 N×512×16×16) of 0/1; drawn from the torch RNG when None, as the
         official code does. Returns the output (and the first-stage output with `return_stg1`).
+
+        decode: where the decoders run. Both outputs are composited with the known pixels, so the
+        generated image only matters inside the hole (mask ≠ 1): "auto" runs the up-sampling decoder blocks
+        of both stages over crops around the hole (with the halo their layers need) where that is cheaper
+        than the whole map, "dense" over the whole map, "crop" over crops at every block; all three give
+        the same output up to float rounding (matcore/hole_decode.py).
         """
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, not {decode!r}")
         n, _, h, w = images.shape
         if h != self.img_resolution or w != self.img_resolution:
             raise ValueError(f"this generator takes {self.img_resolution}² inputs, got {h}×{w}")
@@ -228,5 +257,5 @@ class Generator(nn.Module):
             keep_maps = _random_keep_maps(n, images.device)
         ws = self.mapping(z, truncation_psi=truncation_psi)
         img, out_stg1 = self.synthesis(images, masks.to(images.dtype), ws.to(images.dtype), keep_maps,
-                                       noise_mode=noise_mode)
+                                       noise_mode=noise_mode, decode=decode)
         return (img, out_stg1) if return_stg1 else img

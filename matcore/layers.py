@@ -185,7 +185,8 @@ class ModulatedConv2d(nn.Module):
     """Convolution whose weights are scaled per sample by a style vector (and optionally demodulated).
 
     Three exact formulations, chosen by shape (bench/NOTES.md has the measurements):
-    - one sample: fold style, demodulation and gain into the weight and run one plain convolution;
+    - one sample (one style row, whatever the number of crops of it): fold style, demodulation and gain into
+      the weight and run one plain convolution;
     - several samples, 1x1 kernel (ToRGB): one batched matmul with per-sample weights;
     - several samples, kxk kernel: scale the input channels by the style, convolve the whole batch with the
       shared weight, scale the output channels by the demodulation coefficients. The official grouped
@@ -221,11 +222,14 @@ class ModulatedConv2d(nn.Module):
         return styles, dcoefs
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, *, gain: float = 1.0,
-                bias: torch.Tensor | None = None, overwrite_input: bool = False) -> torch.Tensor:
+                bias: torch.Tensor | None = None, overwrite_input: bool = False,
+                crop_sample: torch.Tensor | None = None) -> torch.Tensor:
         """conv(x, modulated weight) * gain + bias; x is N×I×H×W, style N×style_dim, bias (O,) or None.
 
         overwrite_input: the caller will not read `x` again, so a batched forward may scale it in place
         instead of allocating a modulated copy.
+        crop_sample: x is a stack of K crops and crop k belongs to sample `crop_sample[k]` (K,) of `style`;
+        the formulation stays the one the dense batch of N samples uses, so crops round like it.
         """
         batch, in_channels, height, width = x.shape
         styles, dcoefs = self._modulation(style)
@@ -234,12 +238,14 @@ class ModulatedConv2d(nn.Module):
         b = None if bias is None else bias.to(x.dtype)
         pointwise = self.kernel_size == 1 and self.up == 1 and self.down == 1
 
-        if batch == 1:
+        if styles.shape[0] == 1:
             w = weight * (styles[0] * self.weight_gain).view(1, -1, 1, 1)
             w = mul_(w, out_scale[0].view(-1, 1, 1, 1)).to(x.dtype)
             return conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down, padding=self.padding,
                                    bias=b)
 
+        if crop_sample is not None:
+            styles, out_scale = styles[crop_sample], out_scale[crop_sample]
         if pointwise:
             w = weight.view(1, self.out_channels, in_channels) * (styles * self.weight_gain).unsqueeze(1)
             w = mul_(w, out_scale.unsqueeze(-1)).to(x.dtype)  # (N, O, I)
@@ -277,19 +283,32 @@ class StyleConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.activation = activation
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise_mode: str = "const", *,
-                overwrite_input: bool = False) -> torch.Tensor:
-        """overwrite_input: `x` is the caller's scratch (see `ModulatedConv2d.forward`)."""
+    def noise_map(self, batch: int, device: torch.device, noise_mode: str) -> torch.Tensor | None:
+        """The noise this layer adds to a batch of `batch` full maps (batch×1×R×R, times strength and the
+        activation gain), or None without noise. 'random' draws from the torch RNG, once per call."""
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', not {noise_mode!r}")
+        if not self.use_noise or noise_mode == "none":
+            return None
+        scale = self.noise_strength * activation_gain(self.activation)
+        if noise_mode == "const":
+            return (self.noise_const * scale).expand(batch, 1, self.resolution, self.resolution)
+        return torch.randn(batch, 1, self.resolution, self.resolution, device=device) * scale
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise_mode: str = "const", *,
+                overwrite_input: bool = False, crop_sample: torch.Tensor | None = None,
+                noise_crops: torch.Tensor | None = None) -> torch.Tensor:
+        """overwrite_input: `x` is the caller's scratch (see `ModulatedConv2d.forward`).
+
+        Crops (see matcore/hole_decode.py): `x` is a K-stack of crops of the full maps, `crop_sample` (K,)
+        their samples, and `noise_crops` (K×1×h×w or None) this layer's noise cut to the crops.
+        """
+        noise = self.noise_map(x.shape[0], x.device, noise_mode) if crop_sample is None else noise_crops
         # Official order: lrelu(conv + noise + bias) * gain; the gain is folded into all three terms.
         out_gain = activation_gain(self.activation)
-        x = self.conv(x, style, gain=out_gain, bias=self.bias * out_gain, overwrite_input=overwrite_input)
-        if self.use_noise and noise_mode != "none":
-            if noise_mode == "const":
-                noise = self.noise_const * (self.noise_strength * out_gain)
-            else:
-                noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device) * (self.noise_strength * out_gain)
+        x = self.conv(x, style, gain=out_gain, bias=self.bias * out_gain, overwrite_input=overwrite_input,
+                      crop_sample=crop_sample)
+        if noise is not None:
             x = add_(x, noise.to(x.dtype))
         return _activate_(x, self.activation)
 
@@ -304,11 +323,16 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.register_buffer("resample_filter", setup_filter())
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style, bias=self.bias)
+    def upsample(self, img: torch.Tensor) -> torch.Tensor:
+        """The previous block's image brought to this block's resolution (FIR upsampling by 2)."""
+        return upsample2d(img, self.resample_filter)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None, *,
+                crop_sample: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style, bias=self.bias, crop_sample=crop_sample)
         if skip is not None:
             if skip.shape != out.shape:
-                skip = upsample2d(skip, self.resample_filter)
+                skip = self.upsample(skip)
             out = add_(out, skip.to(out.dtype))
         return out
 
