@@ -126,7 +126,7 @@ def _quantization_tables(image: Image.Image) -> tuple[tuple[int, ...], ...] | No
     return values if all(len(t) == 64 and all(1 <= v <= 255 for v in t) for t in values) else None
 
 
-def _without_thumbnail(image: Image.Image) -> bytes | None:
+def exif_without_thumbnail(image: Image.Image) -> bytes | None:
     """The image's EXIF block minus IFD1, the embedded JPEG thumbnail that viewers and file browsers show.
 
     The thumbnail is a copy of the picture as it was, watermark included: carried over unchanged it would
@@ -185,7 +185,7 @@ def decode_image(source: bytes | str | os.PathLike[str], *, max_pixels: int = DE
         native=native,
         palette=palette,
         icc_profile=info.get("icc_profile") or None,
-        exif=_without_thumbnail(image),
+        exif=exif_without_thumbnail(image),
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
         jpeg_subsampling=subsampling if subsampling in (0, 1, 2) else None,
         jpeg_qtables=_quantization_tables(image) if image_format == "JPEG" else None,
