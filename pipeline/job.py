@@ -493,7 +493,7 @@ def _chain_stages(plan: _Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> 
             # Without a model the figures are plain numpy: CPU tasks, fused with the encode tasks.
             dataset = dataset.map_batches(MetricsStage(ring_px=config.metrics.ring_px), batch_size=sizes.metrics,
                                           num_cpus=task_cpus, max_retries=max(execution.max_task_retries, 0))
-    return dataset.map_batches(EncodeStage(config.output.jpeg_tables), batch_size=sizes.encode, num_cpus=task_cpus,
+    return dataset.map_batches(EncodeStage(config.output.jpeg_tables, config.output.jpeg), batch_size=sizes.encode, num_cpus=task_cpus,
                                max_retries=max(execution.max_task_retries, 0))
 
 
