@@ -102,7 +102,7 @@ def read_coefficients(data: bytes) -> JpegCoefficients:
     frame = frame_header(segments)
     reason = supported_frame(frame)
     if reason:
-        raise CoefficientError(f"cannot splice a {reason}")
+        raise CoefficientError(reason)
     with _LIBJPEG_LOCK, tempfile.TemporaryDirectory(prefix="matpipe-jpeg-", dir=_SCRATCH) as folder:
         path = Path(folder) / "source.jpg"
         path.write_bytes(data)

@@ -29,7 +29,7 @@ from pipeline.jpeg.coefficients import (CoefficientError, JpegCoefficients, read
 from pipeline.jpeg.orientation import ORIENTATION_TAG, normal_orientation, to_stored, to_upright
 from pipeline.jpeg.segments import APP1, APP2, JpegHeaderError
 
-SPLICEABLE_COLOUR_SPACES = ("YCbCr", "GRAYSCALE", "RGB", "CMYK")
+SPLICEABLE_COLOUR_SPACES = ("YCbCr", "GRAYSCALE", "CMYK")
 ICC_SIGNATURE = b"ICC_PROFILE\x00"
 EXIF_SIGNATURE = b"Exif\x00\x00"
 
@@ -157,8 +157,6 @@ def _colour_planes(rgb: np.ndarray, colour_space: str) -> list[np.ndarray]:
     luma = 0.299 * red + 0.587 * green + 0.114 * blue
     if colour_space == "GRAYSCALE":
         return [luma]
-    if colour_space == "RGB":
-        return [red, green, blue]
     return [luma, -0.168736 * red - 0.331264 * green + 0.5 * blue + 128.0,
             0.5 * red - 0.418688 * green - 0.081312 * blue + 128.0]
 
