@@ -1,4 +1,4 @@
-"""8×8 block transforms and the layout change between sample planes and block grids.
+"""8×8 block transforms, and the box test that maps pixels onto blocks and MCUs.
 
 JPEG's DCT (ITU T.81 A.3.3) is the orthonormal 2-D DCT-II of the level-shifted samples, so
 `forward_dct(inverse_dct(c)) == c` up to float rounding. Coefficient blocks are in natural (row-major)
@@ -38,23 +38,6 @@ def quantise(coefficients: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(coefficients / table), -32767, 32767).astype(np.int16)
 
 
-def to_blocks(plane: np.ndarray) -> np.ndarray:
-    """H×W plane (H, W multiples of 8) → (H/8)×(W/8)×8×8 blocks (a view where possible)."""
-    rows, cols = plane.shape[0] // BLOCK, plane.shape[1] // BLOCK
-    return plane.reshape(rows, BLOCK, cols, BLOCK).swapaxes(1, 2)
-
-
-def box_downsample(plane: np.ndarray, factor_y: int, factor_x: int) -> np.ndarray:
-    """Mean over factor_y×factor_x boxes, the edge replicated where the plane does not fill the last box
-    (what libjpeg's downsampler does)."""
-    if factor_y == factor_x == 1:
-        return plane
-    height, width = plane.shape
-    padded = np.pad(plane, ((0, -height % factor_y), (0, -width % factor_x)), mode="edge")
-    rows, cols = padded.shape[0] // factor_y, padded.shape[1] // factor_x
-    return padded.reshape(rows, factor_y, cols, factor_x).mean(axis=(1, 3))
-
-
 def box_any(mask: np.ndarray, factor_y: int, factor_x: int) -> np.ndarray:
     """True for each factor_y×factor_x box holding any True (no edge replication: outside is False)."""
     if factor_y == factor_x == 1:
@@ -63,12 +46,3 @@ def box_any(mask: np.ndarray, factor_y: int, factor_x: int) -> np.ndarray:
     padded = np.pad(mask, ((0, -height % factor_y), (0, -width % factor_x)))
     rows, cols = padded.shape[0] // factor_y, padded.shape[1] // factor_x
     return padded.reshape(rows, factor_y, cols, factor_x).any(axis=(1, 3))
-
-
-def fit(plane: np.ndarray, height: int, width: int, *, replicate: bool) -> np.ndarray:
-    """`plane` cropped or padded to height×width: padding repeats the edge, or is zero/False."""
-    plane = plane[:height, :width]
-    pad = ((0, height - plane.shape[0]), (0, width - plane.shape[1]))
-    if not any(after for _, after in pad):
-        return plane
-    return np.pad(plane, pad, mode="edge") if replicate else np.pad(plane, pad)

@@ -38,6 +38,14 @@ _LIBJPEG_LOCK = threading.Lock()
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
+def _use(build: str) -> None:
+    """Switch jpeglib to `build` (a directory listing and a library load each time: only when it differs)."""
+    import jpeglib
+
+    if jpeglib.version.get() != build:
+        jpeglib.version.set(build)
+
+
 class CoefficientError(ValueError):
     """The coefficients cannot be read from, or written as, this file."""
 
@@ -106,7 +114,7 @@ def read_coefficients(data: bytes) -> JpegCoefficients:
     with _LIBJPEG_LOCK, tempfile.TemporaryDirectory(prefix="matpipe-jpeg-", dir=_SCRATCH) as folder:
         path = Path(folder) / "source.jpg"
         path.write_bytes(data)
-        jpeglib.version.set(READER)
+        _use(READER)
         try:
             jpeg = jpeglib.read_dct(str(path))
             jpeg.load()
@@ -149,7 +157,7 @@ def _read_template(folder: Path, template: bytes) -> object:
 
     path = folder / "template.jpg"
     path.write_bytes(template)
-    jpeglib.version.set(REORDERED_BUILD)
+    _use(REORDERED_BUILD)
     try:
         jpeg = jpeglib.read_dct(str(path))
         jpeg.load()
@@ -172,10 +180,10 @@ def _write(folder: Path, jpeg: object, blocks: list[np.ndarray], coefficients: J
                     for marker, payload in markers]
     reordered = len(coefficients.components) == 4
     if coefficients.progressive and not reordered:
-        jpeglib.version.set(PROGRESSIVE_WRITER)
+        _use(PROGRESSIVE_WRITER)
         flags: list[str] = []
     else:
-        jpeglib.version.set(REORDERED_BUILD if reordered else SEQUENTIAL_WRITER)
+        _use(REORDERED_BUILD if reordered else SEQUENTIAL_WRITER)
         optimise = coefficients.optimised_huffman or coefficients.progressive
         flags = ["+OPTIMIZE_CODING" if optimise else "-OPTIMIZE_CODING"]
     output = folder / "output.jpg"
@@ -183,6 +191,4 @@ def _write(folder: Path, jpeg: object, blocks: list[np.ndarray], coefficients: J
         jpeg.write_dct(str(output), flags=flags)
     except OSError as exc:
         raise CoefficientError(f"libjpeg cannot write the coefficients: {exc}") from exc
-    finally:
-        jpeglib.version.set(READER)
     return output.read_bytes()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image
 
-from pipeline.jpeg.blocks import BLOCK, box_any, box_downsample, fit, forward_dct, inverse_dct, quantise, to_blocks
+from pipeline.jpeg.blocks import BLOCK, box_any, forward_dct, inverse_dct, quantise
 from pipeline.jpeg.coefficients import (CoefficientError, JpegCoefficients, read_coefficients,
                                         write_coefficients)
 from pipeline.jpeg.orientation import ORIENTATION_TAG, normal_orientation, to_stored, to_upright
@@ -39,39 +39,66 @@ class SpliceUnsupported(ValueError):
 
 
 @dataclass(frozen=True)
+class RecodedBlocks:
+    """Which blocks of one component were re-coded: a bool grid (block rows × columns, stored
+    orientation) and the size of a block's footprint in pixels (8 × the subsampling factor)."""
+
+    grid: np.ndarray
+    factor_y: int
+    factor_x: int
+
+
+@dataclass(frozen=True)
 class SplicedJpeg:
     """A spliced JPEG and where it may differ from its source.
 
     Attributes:
         data: the JPEG file.
         recoded_blocks / total_blocks: 8×8 blocks re-coded / stored, all components together.
-        touched_mcus: bool grid (MCU rows × MCU columns, stored orientation) of the MCUs holding a pixel
-            that may decode differently from the source.
+        recoded_mcus / total_mcus: MCUs holding a re-coded block / all MCUs.
         mcu_size: (height, width) of an MCU in pixels.
+        stored_size: (height, width) of the image as stored.
         orientation: the source's EXIF orientation (1 = stored upright).
+        recoded: per component, the re-coded blocks.
     """
 
     data: bytes
     recoded_blocks: int
     total_blocks: int
-    touched_mcus: np.ndarray
+    recoded_mcus: int
+    total_mcus: int
     mcu_size: tuple[int, int]
+    stored_size: tuple[int, int]
     orientation: int
-    _affected: np.ndarray  # bool H×W, stored orientation
+    recoded: tuple[RecodedBlocks, ...]
+
+    def _affected_stored(self) -> np.ndarray:
+        height, width = self.stored_size
+        affected = np.zeros((height, width), bool)
+        for blocks in self.recoded:
+            footprint = np.repeat(np.repeat(blocks.grid, BLOCK * blocks.factor_y, 0), BLOCK * blocks.factor_x, 1)
+            affected |= _grow(footprint[:height, :width], blocks.factor_y - 1, blocks.factor_x - 1)
+        return affected
+
+    def touched_mcus(self) -> np.ndarray:
+        """bool grid (MCU rows × columns, stored orientation): the MCUs holding a pixel that may decode
+        differently from the source (the re-coded MCUs and the ring chroma upsampling reaches)."""
+        return box_any(self._affected_stored(), *self.mcu_size)
 
     def touched_pixels(self) -> np.ndarray:
         """bool H×W (as displayed): the pixels of the touched MCUs; all others decode as the source's."""
-        height, width = self._affected.shape
-        grid = np.repeat(np.repeat(self.touched_mcus, self.mcu_size[0], 0), self.mcu_size[1], 1)
+        height, width = self.stored_size
+        grid = np.repeat(np.repeat(self.touched_mcus(), self.mcu_size[0], 0), self.mcu_size[1], 1)
         return to_upright(grid[:height, :width], self.orientation)
 
     def affected_pixels(self) -> np.ndarray:
-        """bool H×W (as displayed): the tighter per-pixel bound inside the touched MCUs."""
-        return to_upright(self._affected, self.orientation)
+        """bool H×W (as displayed): the re-coded blocks' footprints grown by the upsampler's reach, the
+        tighter per-pixel bound inside the touched MCUs."""
+        return to_upright(self._affected_stored(), self.orientation)
 
     def describe(self) -> str:
-        return (f"spliced: {self.recoded_blocks} of {self.total_blocks} blocks re-coded, "
-                f"{int(self.touched_mcus.sum())} of {self.touched_mcus.size} MCUs touched")
+        return (f"spliced: {self.recoded_blocks} of {self.total_blocks} blocks re-coded, in {self.recoded_mcus} "
+                f"of {self.total_mcus} MCUs")
 
 
 def splice_jpeg(source: bytes, restored: np.ndarray, changed: np.ndarray) -> SplicedJpeg:
@@ -87,71 +114,74 @@ def splice_jpeg(source: bytes, restored: np.ndarray, changed: np.ndarray) -> Spl
         raise SpliceUnsupported(str(exc)) from exc
     if coefficients.colour_space not in SPLICEABLE_COLOUR_SPACES:
         raise SpliceUnsupported(f"{coefficients.colour_space} JPEGs are not spliced")
+    h_max, v_max = coefficients.max_sampling
+    if any(h_max % c.h_sampling or v_max % c.v_sampling for c in coefficients.components):
+        raise SpliceUnsupported("sampling factors that do not divide the largest one")
     image = Image.open(io.BytesIO(source))
     orientation = normal_orientation(image.getexif().get(ORIENTATION_TAG))
     stored_rgb, stored_changed = to_stored(restored, orientation), to_stored(np.asarray(changed, bool), orientation)
     if stored_rgb.shape[:2] != (coefficients.height, coefficients.width):
         raise SpliceUnsupported(f"restored image is {restored.shape[1]}×{restored.shape[0]}, the source stores "
                                 f"{coefficients.width}×{coefficients.height} (orientation {orientation})")
-    recoded, affected = _recode_changed_blocks(coefficients, stored_rgb, stored_changed)
+    mcu_size = (BLOCK * v_max, BLOCK * h_max)
+    recoded_mcus = box_any(stored_changed, *mcu_size)
+    recoded = _recode_mcus(coefficients, stored_rgb, stored_changed, recoded_mcus)
     try:
         data = write_coefficients(coefficients, _output_markers(image, coefficients))
     except CoefficientError as exc:
         raise SpliceUnsupported(str(exc)) from exc
-    h_max, v_max = coefficients.max_sampling
-    mcu_size = (BLOCK * v_max, BLOCK * h_max)
-    touched = box_any(affected, *mcu_size)
-    return SplicedJpeg(data=data, recoded_blocks=recoded, total_blocks=sum(c.blocks.shape[0] * c.blocks.shape[1]
-                                                                        for c in coefficients.components),
-                       touched_mcus=touched, mcu_size=mcu_size, orientation=orientation, _affected=affected)
+    return SplicedJpeg(data=data, recoded_blocks=sum(int(r.grid.sum()) for r in recoded),
+                       total_blocks=sum(c.blocks.shape[0] * c.blocks.shape[1] for c in coefficients.components),
+                       recoded_mcus=int(recoded_mcus.sum()), total_mcus=recoded_mcus.size, mcu_size=mcu_size,
+                       stored_size=stored_changed.shape, orientation=orientation, recoded=tuple(recoded))
 
 
-def _recode_changed_blocks(coefficients: JpegCoefficients, rgb: np.ndarray, changed: np.ndarray) -> tuple[int, np.ndarray]:
-    """Re-code, in place, every block covering a changed pixel; (blocks re-coded, bool H×W affected bound)."""
+def _recode_mcus(coefficients: JpegCoefficients, rgb: np.ndarray, changed: np.ndarray,
+                 mcus: np.ndarray) -> list[RecodedBlocks]:
+    """Re-code, in place, every block of the `mcus` (bool MCU grid) that covers a changed pixel.
+
+    Works on the selected MCUs' pixels only (n × MCU tiles), so a big photo with a small logo stays cheap.
+    Tiles past the image's right or bottom edge repeat its last column / row, as libjpeg's encoder pads.
+    """
     height, width = changed.shape
-    affected = np.zeros((height, width), bool)
-    if not changed.any():
-        return 0, affected
     h_max, v_max = coefficients.max_sampling
     mcu_h, mcu_w = BLOCK * v_max, BLOCK * h_max
-    rows_any, cols_any = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
-    # Work on the MCU-aligned window around the change only: big photos with a small logo stay cheap.
-    y0, x0 = rows_any[0] // mcu_h * mcu_h, cols_any[0] // mcu_w * mcu_w
-    y1, x1 = min(-(-(rows_any[-1] + 1) // mcu_h) * mcu_h, height), min(-(-(cols_any[-1] + 1) // mcu_w) * mcu_w, width)
-    planes = _colour_planes(rgb[y0:y1, x0:x1], coefficients.colour_space)
-    window_changed = changed[y0:y1, x0:x1]
-    recoded = 0
+    mcu_y, mcu_x = np.nonzero(mcus)
+    rows = mcu_y[:, None] * mcu_h + np.arange(mcu_h)  # n × mcu_h pixel rows
+    cols = mcu_x[:, None] * mcu_w + np.arange(mcu_w)
+    clipped_rows, clipped_cols = np.minimum(rows, height - 1)[:, :, None], np.minimum(cols, width - 1)[:, None, :]
+    inside = (rows < height)[:, :, None] & (cols < width)[:, None, :]
+    hole_tiles = changed[clipped_rows, clipped_cols] & inside
+    planes = _colour_planes(rgb[clipped_rows, clipped_cols], coefficients.colour_space)
+    recoded = []
     for component, plane in zip(coefficients.components, planes):
-        if h_max % component.h_sampling or v_max % component.v_sampling:
-            raise SpliceUnsupported("sampling factors that do not divide the largest one")
         factor_y, factor_x = v_max // component.v_sampling, h_max // component.h_sampling
-        block_h, block_w = BLOCK * factor_y, BLOCK * factor_x  # a block's footprint in pixels
-        rows, cols = component.blocks.shape[:2]
-        by0, bx0 = y0 // block_h, x0 // block_w
-        by1, bx1 = min(-(-y1 // block_h), rows), min(-(-x1 // block_w), cols)
-        size = ((by1 - by0) * BLOCK, (bx1 - bx0) * BLOCK)
-        hole = to_blocks(fit(box_any(window_changed, factor_y, factor_x), *size, replicate=False))
-        which = np.nonzero(hole.any(axis=(2, 3)))
-        if not which[0].size:
-            continue
-        new_samples = to_blocks(fit(box_downsample(plane, factor_y, factor_x), *size, replicate=True))
-        blocks = component.blocks[by0:by1, bx0:bx1]
-        table = component.quantisation
-        samples = np.where(hole[which], new_samples[which], inverse_dct(blocks[which] * table))
-        blocks[which] = quantise(forward_dct(samples), table)
-        recoded += which[0].size
-        grid = np.zeros((rows, cols), bool)
-        grid[which[0] + by0, which[1] + bx0] = True
-        footprint = np.repeat(np.repeat(grid, block_h, 0), block_w, 1)[:height, :width]
-        affected |= _grow(footprint, factor_y - 1, factor_x - 1)
-    return recoded, affected
+        v, h, count = component.v_sampling, component.h_sampling, mcu_y.size
+        boxes = (count, BLOCK * v, factor_y, BLOCK * h, factor_x)
+        # n × v × h × 8 × 8: the component's blocks of each selected MCU, in samples.
+        samples = plane.reshape(boxes).mean(axis=(2, 4)).reshape(count, v, BLOCK, h, BLOCK).swapaxes(2, 3)
+        hole = hole_tiles.reshape(boxes).any(axis=(2, 4)).reshape(count, v, BLOCK, h, BLOCK).swapaxes(2, 3)
+        block_rows = (mcu_y[:, None, None] * v + np.arange(v)[None, :, None]).repeat(h, axis=2)
+        block_cols = (mcu_x[:, None, None] * h + np.arange(h)[None, None, :]).repeat(v, axis=1)
+        stored_rows, stored_cols = component.blocks.shape[:2]  # blocks wholly past the image are not stored
+        which = np.nonzero(hole.any(axis=(3, 4)) & (block_rows < stored_rows) & (block_cols < stored_cols))
+        grid = np.zeros((stored_rows, stored_cols), bool)
+        if which[0].size:
+            at = (block_rows[which], block_cols[which])
+            table = component.quantisation
+            target = np.where(hole[which], samples[which], inverse_dct(component.blocks[at] * table))
+            component.blocks[at] = quantise(forward_dct(target), table)
+            grid[at] = True
+        recoded.append(RecodedBlocks(grid, factor_y, factor_x))
+    return recoded
 
 
 def _colour_planes(rgb: np.ndarray, colour_space: str) -> list[np.ndarray]:
-    """float H×W planes of the stored components for uint8 RGB pixels (JFIF's YCbCr; Pillow's CMYK, stored
-    inverted as Adobe writes it and Pillow reads it)."""
+    """float …×H×W planes of the stored components for uint8 …×H×W×3 RGB pixels (JFIF's YCbCr; Pillow's
+    CMYK, stored inverted as Adobe writes it and Pillow reads it)."""
     if colour_space == "CMYK":
-        cmyk = np.asarray(Image.fromarray(np.ascontiguousarray(rgb), "RGB").convert("CMYK"), np.float64)
+        flat = np.ascontiguousarray(rgb.reshape(-1, rgb.shape[-2], 3))
+        cmyk = np.asarray(Image.fromarray(flat, "RGB").convert("CMYK"), np.float64).reshape(*rgb.shape[:-1], 4)
         return [255.0 - cmyk[..., i] for i in range(4)]
     red, green, blue = (rgb[..., i].astype(np.float64) for i in range(3))
     luma = 0.299 * red + 0.587 * green + 0.114 * blue
