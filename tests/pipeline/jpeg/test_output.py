@@ -11,7 +11,7 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.jpeg.output import changed_pixels, write_restored_jpeg
 from pipeline.stages import DecodeStage, EncodeStage, InpaintStage, MaskStage, run_stages
-from pipeline.writer import batch_to_table
+from pipeline.output.writer import batch_to_table
 from tests.pipeline.conftest import encode, textured_image, write_mask
 from tests.pipeline.jpeg.test_splice import arithmetic_jpeg, jpeg_bytes, photo, pixels, watermark_hole
 
