@@ -98,8 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="hole: white = remove (IOPaint); keep: black = remove (MAT's own mask files)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping")
     parser.add_argument("--jpeg-tables", choices=("high", "source"), default="high",
-                        help="re-encoded JPEGs (--jpeg reencode, or a source that cannot be spliced): high (quality 95, finer where the source was) or source (the "
-                             "source's own tables: same file sizes)")
+                        help="re-encoded JPEGs (--jpeg reencode, or a source that cannot be spliced): high "
+                             "(quality 95, finer where the source was) or source (the source's own tables)")
     parser.add_argument("--jpeg", choices=JPEG_MODES, default="splice",
                         help="restored JPEGs: splice (default: keep the source's compressed blocks, re-code only the "
                              "changed ones) or reencode (the whole image, see --jpeg-tables)")

@@ -137,8 +137,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--write-images", action="store_true",
                         help="also write image files mirroring the input tree, in the input's format")
     parser.add_argument("--jpeg-tables", choices=("high", "source"),
-                        help="re-encoded JPEGs (--jpeg reencode, or a source that cannot be spliced): high (default; quality 95, finer where the source was) or source "
-                             "(the source's own tables: same file sizes)")
+                        help="re-encoded JPEGs (--jpeg reencode, or a source that cannot be spliced): high "
+                             "(default; quality 95, finer where the source was) or source (the source's own tables)")
     parser.add_argument("--jpeg", choices=("splice", "reencode"),
                         help="restored JPEGs: splice (default; keep the source's compressed blocks, re-code only "
                              "the changed ones) or reencode (the whole image, see --jpeg-tables)")
