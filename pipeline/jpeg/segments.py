@@ -79,8 +79,8 @@ def frame_header(segments: list[Segment]) -> FrameHeader:
             payload = segment.payload
             if len(payload) < 6 or len(payload) < 6 + 3 * payload[5]:
                 raise JpegHeaderError("start-of-frame segment is truncated")
-            components = tuple((payload[6 + 3 * i], payload[7 + 3 * i] >> 4, payload[7 + 3 * i] & 15, payload[8 + 3 * i])
-                               for i in range(payload[5]))
+            entries = (payload[6 + 3 * i:9 + 3 * i] for i in range(payload[5]))
+            components = tuple((ident, sampling >> 4, sampling & 15, table) for ident, sampling, table in entries)
             return FrameHeader(segment.marker, payload[0], int.from_bytes(payload[1:3], "big"),
                                int.from_bytes(payload[3:5], "big"), components)
     raise JpegHeaderError("no start-of-frame segment before the first scan")

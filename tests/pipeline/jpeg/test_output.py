@@ -75,8 +75,8 @@ def test_reencode_on_request_and_untouched_rows_keep_their_bytes(tmp_path):
 def test_without_the_source_bytes_in_the_batch_the_jpeg_is_reencoded_and_the_row_says_why(tmp_path):
     photo_jpeg = jpeg_bytes(photo(), quality=85)
     write_mask(tmp_path / "masks" / "photo.png", watermark_hole(HEIGHT, WIDTH))
-    batch = run_stages(batch_of({"photo.jpg": photo_jpeg}),
-                       [DecodeStage(), MaskStage("given", {"mask_dir": str(tmp_path / "masks")}), InpaintStage("opencv")])
+    stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(tmp_path / "masks")}), InpaintStage("opencv")]
+    batch = run_stages(batch_of({"photo.jpg": photo_jpeg}), stages)
     batch.pop("bytes")
 
     out = EncodeStage()(batch)
