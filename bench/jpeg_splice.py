@@ -4,12 +4,17 @@
 
 Photos: ../shared/datasets/cbsd68 (68 photos, 481×321), decoded and saved with Pillow at quality 75 and 95,
 4:2:0 and 4:4:4 (4 × 68 sources). Each gets watermark-sized holes drawn from a per-photo seed: a logo box in
-a random corner and a text line (together 3-8 % of the image), filled by the OpenCV engine (telea) as an
-engine stand-in. Every restored image is then written three ways:
+a random corner and a text line (together 3-8 % of the image), filled two ways as engine stand-ins:
+"telea" (OpenCV's inpainting: smooth, cheaper to code than the photo it replaces) and "clone" (the photo's
+own texture copied from half an image away: as costly to code as photo content, like a generative fill).
+Every restored image is then written three ways:
 
     splice           pipeline.jpeg (the default): source blocks kept, changed ones re-coded
     reencode high    the old default (quality 95, or the source's entries where finer)
     reencode source  the old `--jpeg-tables source` (the source's own tables)
+
+and, as a control of the splicing machinery alone, "splice, no fill": the same holes re-coded from the
+source's own pixels (the size can then only move by what re-coding itself costs).
 
 and compared with the source's decode. "identical outside touched MCUs" is the fraction of the pixels
 outside the splice's touched MCUs (the hole's MCUs plus the one-pixel ring chroma upsampling reaches) that
@@ -44,6 +49,8 @@ PHOTOS = ROOT.parent / "shared" / "datasets" / "cbsd68"
 SOURCES = {"q75 4:2:0": dict(quality=75, subsampling=2), "q75 4:4:4": dict(quality=75, subsampling=0),
            "q95 4:2:0": dict(quality=95, subsampling=2), "q95 4:4:4": dict(quality=95, subsampling=0)}
 WRITERS = ("splice", "reencode high", "reencode source")
+FILLS = ("telea", "clone")
+CONTROL = ("-", "splice, no fill")
 
 
 def watermark_hole(height: int, width: int, seed: int) -> np.ndarray:
@@ -81,9 +88,19 @@ def timed(write) -> tuple[bytes | object, float]:
     return result, time.process_time() - start
 
 
-def measure(photos: list[Path]) -> dict[tuple[str, str], Figures]:
+def clone_fill(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The hole filled with the photo's own texture from half an image away (rows and columns)."""
+    height, width = hole.shape
+    rows, cols = np.nonzero(hole)
+    restored = image.copy()
+    restored[rows, cols] = image[(rows + height // 2) % height, (cols + width // 2) % width]
+    return restored
+
+
+def measure(photos: list[Path]) -> dict[tuple[str, str, str], Figures]:
     engine = ClassicalInpainter()
-    figures = {(source, writer): Figures() for source in SOURCES for writer in WRITERS}
+    figures = {(source, fill, writer): Figures() for source in SOURCES for fill in FILLS for writer in WRITERS}
+    figures.update({(source, *CONTROL): Figures() for source in SOURCES})
     for index, path in enumerate(photos):
         pixels = Image.open(path).convert("RGB")
         for source_name, options in SOURCES.items():
@@ -92,18 +109,21 @@ def measure(photos: list[Path]) -> dict[tuple[str, str], Figures]:
             source = buffer.getvalue()
             original = decode_image(source)
             hole = watermark_hole(*original.shape, seed=index)
-            restored = engine.inpaint_results([original.rgb], [hole], [0])[0].image
-            spliced, splice_s = timed(lambda: splice_jpeg(source, restored, hole))
-            outside = ~spliced.touched_pixels()
-            outputs = {"splice": (spliced.data, splice_s)}
-            for tables in ("high", "source"):
-                outputs[f"reencode {tables}"] = timed(
-                    lambda: encode_image(restored, None, original, changed=hole, jpeg_tables=tables))
-            for writer, (data, seconds) in outputs.items():
+            fills = {"telea": engine.inpaint_results([original.rgb], [hole], [0])[0].image,
+                     "clone": clone_fill(original.rgb, hole)}
+            runs = [(fill, writer, restored) for fill, restored in fills.items() for writer in WRITERS]
+            for fill, writer, restored in runs + [(*CONTROL, original.rgb)]:
+                if writer.startswith("splice"):
+                    spliced, seconds = timed(lambda: splice_jpeg(source, restored, hole))
+                    data, outside = spliced.data, ~spliced.touched_pixels()
+                else:
+                    tables = writer.split()[-1]
+                    data, seconds = timed(
+                        lambda: encode_image(restored, None, original, changed=hole, jpeg_tables=tables))
                 after = decoded(data).astype(np.int16)
                 diff = np.abs(after - original.rgb).max(axis=-1)
-                row = figures[(source_name, writer)]
-                row.identical.append(float((diff[outside] == 0).mean()))
+                row = figures[(source_name, fill, writer)]
+                row.identical.append(float((diff[outside] == 0).mean()))  # the splice's touched MCUs, same fill
                 row.identical_outside_hole.append(float((diff[~hole] == 0).mean()))
                 row.mean_abs_outside_hole.append(float(np.abs(after - original.rgb)[~hole].mean()))
                 row.max_abs_outside_hole.append(int(diff[~hole].max()))
@@ -113,26 +133,26 @@ def measure(photos: list[Path]) -> dict[tuple[str, str], Figures]:
     return figures
 
 
-def report(figures: dict[tuple[str, str], Figures], label: str, count: int) -> None:
-    print(f"\n{label}: {count} photos × {len(SOURCES)} source kinds; watermark holes "
-          f"filled by OpenCV telea\n")
-    header = ("source", "written by", "identical outside touched MCUs", "identical outside hole",
+def report(figures: dict[tuple[str, str, str], Figures], label: str, count: int) -> None:
+    print(f"\n{label}: {count} photos × {len(SOURCES)} source kinds, watermark-sized holes\n")
+    header = ("source", "fill", "written by", "identical outside touched MCUs", "identical outside hole",
               "mean |Δ| outside hole", "max |Δ|", "size ratio mean [min, max]", "within ±3 %",
               "CPU ms/image", "vs reencode high")
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for source in SOURCES:
-        reference = statistics.median(figures[(source, "reencode high")].cpu_s)
-        for writer in WRITERS:
-            row = figures[(source, writer)]
+        reference = statistics.median(figures[(source, "telea", "reencode high")].cpu_s)
+        for fill, writer in [(fill, writer) for fill in FILLS for writer in WRITERS] + [CONTROL]:
+            row = figures[(source, fill, writer)]
             ratio = np.array(row.size_ratio)
             cpu = statistics.median(row.cpu_s)
             print(" | ".join([
-                source, writer, f"{100 * np.mean(row.identical):.3f} % (min {100 * min(row.identical):.2f} %)",
+                source, fill, writer, f"{100 * np.mean(row.identical):.3f} % (min {100 * min(row.identical):.2f} %)",
                 f"{100 * np.mean(row.identical_outside_hole):.2f} %", f"{np.mean(row.mean_abs_outside_hole):.3f}",
                 str(max(row.max_abs_outside_hole)), f"{ratio.mean():.3f} [{ratio.min():.3f}, {ratio.max():.3f}]",
                 f"{int((np.abs(ratio - 1) <= 0.03).sum())}/{ratio.size}", f"{1000 * cpu:.1f}",
                 f"{cpu / reference:.1f}×"]))
+    print("\n'vs reencode high': CPU time over the same source's telea re-encode at quality 95.")
 
 
 def main() -> None:
