@@ -19,7 +19,9 @@ reports unreadable, truncated and empty files as `ImageDecodeError`. What each i
 (48-bit RGB PNGs reach us as 8-bit RGB: Pillow reduces them on read, so they are written back 8-bit.)
 Given the changed-pixel mask, `encode_image` writes every unchanged pixel of a non-RGB output from the
 source's own values (grey levels, palette indices, CMYK inks, 16-bit samples), so lossless formats stay
-bit-identical outside the hole. JPEG is re-encoded at high quality: quality 95, or the source's own
+bit-identical outside the hole. JPEG is re-encoded here (the job and `matpipe inpaint` splice restored JPEGs
+into their source instead, pipeline.jpeg, and come here only for `--jpeg reencode` or a source that cannot be
+spliced) at high quality: quality 95, or the source's own
 quantisation table entries where they are finer, so the output is never coarser than either (`jpeg_tables=
 "source"` keeps the source's tables as they are: same file size, no new loss outside the hole); the source's
 chroma subsampling is kept;

@@ -21,7 +21,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import ExifTags, Image
+from PIL import Image
 
 from pipeline.jpeg.blocks import BLOCK, box_any, forward_dct, inverse_dct, quantise
 from pipeline.jpeg.coefficients import (CoefficientError, JpegCoefficients, read_coefficients,
