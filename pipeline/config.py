@@ -284,7 +284,12 @@ class OutputConfig:
         jpeg_tables: how restored JPEGs are quantised: "high" = quality 95, or the source's own table
             entries where those are finer (never coarser than either); "source" = the source's own
             tables (file sizes stay put and unchanged areas lose nothing more; the filled hole is
-            compressed like the rest of the source).
+            compressed like the rest of the source). Used where JPEGs are re-encoded (see `jpeg`).
+        jpeg: how restored JPEGs are written: "splice" = the source's own compressed blocks are kept and
+            only the blocks of the changed pixels are re-coded with the source's tables (pipeline.jpeg:
+            bit-identical outside the touched MCUs, same file size), re-encoding only where that is
+            impossible; "reencode" = the whole image is re-encoded (`jpeg_tables`). The row's
+            `image_write` / `image_write_note` say which way each image was written and why.
     """
 
     uri: str = ""
@@ -292,6 +297,7 @@ class OutputConfig:
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     row_group_size: int = 100
     jpeg_tables: Literal["high", "source"] = "high"
+    jpeg: Literal["splice", "reencode"] = "splice"
 
     def validate(self, path: str) -> None:
         if not self.uri.strip():

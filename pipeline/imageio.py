@@ -19,7 +19,9 @@ reports unreadable, truncated and empty files as `ImageDecodeError`. What each i
 (48-bit RGB PNGs reach us as 8-bit RGB: Pillow reduces them on read, so they are written back 8-bit.)
 Given the changed-pixel mask, `encode_image` writes every unchanged pixel of a non-RGB output from the
 source's own values (grey levels, palette indices, CMYK inks, 16-bit samples), so lossless formats stay
-bit-identical outside the hole. JPEG is re-encoded at high quality: quality 95, or the source's own
+bit-identical outside the hole. JPEG is re-encoded here (the job and `matpipe inpaint` splice restored JPEGs
+into their source instead, pipeline.jpeg, and come here only for `--jpeg reencode` or a source that cannot be
+spliced) at high quality: quality 95, or the source's own
 quantisation table entries where they are finer, so the output is never coarser than either (`jpeg_tables=
 "source"` keeps the source's tables as they are: same file size, no new loss outside the hole); the source's
 chroma subsampling is kept;
@@ -126,7 +128,7 @@ def _quantization_tables(image: Image.Image) -> tuple[tuple[int, ...], ...] | No
     return values if all(len(t) == 64 and all(1 <= v <= 255 for v in t) for t in values) else None
 
 
-def _without_thumbnail(image: Image.Image) -> bytes | None:
+def exif_without_thumbnail(image: Image.Image) -> bytes | None:
     """The image's EXIF block minus IFD1, the embedded JPEG thumbnail that viewers and file browsers show.
 
     The thumbnail is a copy of the picture as it was, watermark included: carried over unchanged it would
@@ -185,7 +187,7 @@ def decode_image(source: bytes | str | os.PathLike[str], *, max_pixels: int = DE
         native=native,
         palette=palette,
         icc_profile=info.get("icc_profile") or None,
-        exif=_without_thumbnail(image),
+        exif=exif_without_thumbnail(image),
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
         jpeg_subsampling=subsampling if subsampling in (0, 1, 2) else None,
         jpeg_qtables=_quantization_tables(image) if image_format == "JPEG" else None,

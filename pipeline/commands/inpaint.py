@@ -5,7 +5,9 @@
 Masks are matched by file stem in a folder mirroring the image tree (or one mask file serves every
 image); white = hole unless `--mask-convention keep`. Outputs mirror the input tree in the input's own
 format; existing outputs are skipped unless `--overwrite`. A bad file is reported and the run goes on;
-the exit status is 1 when any file failed, 2 when the run could not start.
+the exit status is 1 when any file failed, 2 when the run could not start. Restored JPEGs are spliced into
+their source (its compressed blocks kept, only the changed ones re-coded; pipeline.jpeg) unless `--jpeg
+reencode`; a JPEG that cannot be spliced is re-encoded with a warning naming the reason.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.imageio import DecodedImage, decode_image, encode_image
+from pipeline.jpeg import JPEG_MODES, write_restored_jpeg
+from pipeline.jpeg.output import REENCODED, SPLICED, changed_pixels
 from pipeline.masks.maskio import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:  # matcore pulls in torch, the writer pyarrow: only load them when a run needs them
@@ -62,6 +66,8 @@ class RunReport:
     skipped: int = 0
     failed: int = 0
     windows: int = 0
+    jpeg_spliced: int = 0
+    jpeg_reencoded: int = 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,8 +98,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="hole: white = remove (IOPaint); keep: black = remove (MAT's own mask files)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping")
     parser.add_argument("--jpeg-tables", choices=("high", "source"), default="high",
-                        help="restored JPEGs: high (quality 95, finer where the source was) or source (the "
-                             "source's own tables: same file sizes)")
+                        help="re-encoded JPEGs (--jpeg reencode, or a source that cannot be spliced): high "
+                             "(quality 95, finer where the source was) or source (the source's own tables)")
+    parser.add_argument("--jpeg", choices=JPEG_MODES, default="splice",
+                        help="restored JPEGs: splice (default: keep the source's compressed blocks, re-code only the "
+                             "changed ones) or reencode (the whole image, see --jpeg-tables)")
     parser.set_defaults(func=run)
 
 
@@ -243,12 +252,14 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         _say(console, f"engine: {engine_text}; {len(pending)} to do, {report.skipped} already done")
         started = time.perf_counter()
         FolderRun(engine, masks, output, lambda task: row_seed(args.seed, task.relative), args.batch_size, report,
-                  console, jpeg_tables=args.jpeg_tables).run(pending)
+                  console, jpeg_tables=args.jpeg_tables, jpeg=args.jpeg).run(pending)
         elapsed = time.perf_counter() - started
 
     rate = report.done / elapsed if elapsed > 0 and report.done else 0.0
     summary = (f"inpaint: {report.done} done, {report.skipped} skipped, {report.failed} failed in {elapsed:.1f} s "
                f"({rate:.2f} images/s); engine {engine_text}, {report.windows} windows")
+    if report.jpeg_spliced or report.jpeg_reencoded:
+        summary += f"; JPEG: {report.jpeg_spliced} spliced, {report.jpeg_reencoded} re-encoded"
     if warning:
         summary += " [OPENCV FALLBACK: no MAT checkpoint]"
     print(summary)
@@ -262,9 +273,10 @@ class FolderRun:
 
     def __init__(self, engine: InpaintEngine, masks: MaskLookup, output: OutputRoot,
                  seed_of: Callable[[ImageTask], int], batch_size: int, report: RunReport, console: Console,
-                 jpeg_tables: str = "high") -> None:
+                 jpeg_tables: str = "high", jpeg: str = "splice") -> None:
         self.engine = engine
         self.jpeg_tables = jpeg_tables
+        self.jpeg = jpeg
         self.masks = masks
         self.output = output
         self.seed_of = seed_of
@@ -333,20 +345,37 @@ class FolderRun:
             self.report.windows += result.windows
         return restored
 
-    def _save(self, item: LoadedImage, restored: np.ndarray | None) -> None:
+    def _save(self, item: LoadedImage, restored: np.ndarray | None) -> str | None:
+        """Write the output; for a restored JPEG, return how it was written (SPLICED / REENCODED)."""
         # An empty hole changes nothing: the original bytes are the faithful output (no JPEG re-encode).
-        data = item.data if restored is None else encode_image(restored, item.decoded.alpha, item.decoded,
-                                                               changed=item.hole, jpeg_tables=self.jpeg_tables)
+        if restored is None:
+            self.output.write_bytes(item.task.relative, item.data)
+            return None
+
+        def reencode() -> bytes:
+            return encode_image(restored, item.decoded.alpha, item.decoded, changed=item.hole,
+                                jpeg_tables=self.jpeg_tables)
+
+        if item.decoded.format != "JPEG":
+            self.output.write_bytes(item.task.relative, reencode())
+            return None
+        data, written = write_restored_jpeg(item.data, restored, changed_pixels(item.decoded.rgb, restored, item.hole),
+                                            reencode, self.jpeg)
         self.output.write_bytes(item.task.relative, data)
+        if written.method == REENCODED and self.jpeg == "splice":
+            _say(self.console, f"warning {item.task.relative}: JPEG re-encoded ({written.note})", "yellow")
+        return written.method
 
     def _finish(self, writes: list[tuple[LoadedImage, Future]]) -> None:
         for item, future in writes:
             try:
-                future.result()
+                written = future.result()
             except Exception as exc:  # unwritable target, a path escaping --output, a full disk
                 self._fail(item.task, _reason(exc))
             else:
                 self.report.done += 1
+                self.report.jpeg_spliced += written == SPLICED
+                self.report.jpeg_reencoded += written == REENCODED
                 self._advance()
 
     def _fail(self, task: ImageTask, reason: str) -> None:

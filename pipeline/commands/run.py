@@ -60,6 +60,8 @@ def build_config(args: argparse.Namespace) -> Any:
         section("output")["write_images"] = True
     if args.jpeg_tables:
         section("output")["jpeg_tables"] = args.jpeg_tables
+    if args.jpeg:
+        section("output")["jpeg"] = args.jpeg
     if args.masks:
         try:
             masks = parse_masks(args.masks)
@@ -135,7 +137,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--write-images", action="store_true",
                         help="also write image files mirroring the input tree, in the input's format")
     parser.add_argument("--jpeg-tables", choices=("high", "source"),
-                        help="restored JPEGs: high (default; quality 95, finer where the source was) or source "
-                             "(the source's own tables: same file sizes)")
+                        help="re-encoded JPEGs (--jpeg reencode, or a source that cannot be spliced): high "
+                             "(default; quality 95, finer where the source was) or source (the source's own tables)")
+    parser.add_argument("--jpeg", choices=("splice", "reencode"),
+                        help="restored JPEGs: splice (default; keep the source's compressed blocks, re-code only "
+                             "the changed ones) or reencode (the whole image, see --jpeg-tables)")
     parser.add_argument("--config", metavar="FILE", help="job configuration (YAML or JSON); flags override it")
     parser.set_defaults(func=_run)

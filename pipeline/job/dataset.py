@@ -174,7 +174,8 @@ def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
             # Without a model the figures are plain numpy: CPU tasks, fused with the encode tasks.
             dataset = dataset.map_batches(GroupStage(MetricsStage, {"ring_px": config.metrics.ring_px}),
                                           batch_size=1, **task_args)
-    dataset = dataset.map_batches(GroupStage(EncodeStage, {"jpeg_tables": config.output.jpeg_tables}),
+    dataset = dataset.map_batches(GroupStage(EncodeStage, {"jpeg_tables": config.output.jpeg_tables,
+                                                              "jpeg": config.output.jpeg}),
                                   batch_size=1, **task_args)
     return dataset.map_batches(GroupSink(WriteStage, {"output": config.output}), batch_size=1,
                                **task_args), resources

@@ -43,6 +43,8 @@ OUTPUT_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("format", pa.string()),         # the input's image format (JPEG, PNG, ...); the output keeps it
+        ("image_write", pa.string()),    # how `image` was written: spliced | reencoded | encoded | copied
+        ("image_write_note", pa.string()),  # why (re-encoded JPEGs), or what splicing re-coded
     ]
     + [(name, pa.float32()) for name in TIMING_COLUMNS]
     + [(name, pa.float32()) for name in METRIC_COLUMNS]

@@ -14,6 +14,7 @@ Columns (all optional ones are created when missing, so `read_binary_files` outp
     hole, hole_ratio, ...     bool H×W hole mask (True = remove) and its provenance
     restored                  uint8 H×W×3 after inpainting (pixels outside the hole unchanged)
     image_bytes, mask         the encoded output image (input's format) and the PNG mask
+    image_write, _note        how image_bytes was written (spliced | reencoded | encoded | copied), and why
     time_<stage>_s            seconds each stage spent on the row (batched stages: shared evenly)
 
     ds = ray.data.read_binary_files("s3://bucket/photos/", include_paths=True)
@@ -44,7 +45,7 @@ from pipeline.stages.common import (
     text,
 )
 from pipeline.stages.decode import DecodeStage, decode_bytes
-from pipeline.stages.encode import EncodeStage, encode_mask, encode_rgb
+from pipeline.stages.encode import EncodeStage, encode_mask, encode_restored, encode_rgb
 from pipeline.stages.fetch import FetchStage
 from pipeline.stages.inpaint import Engine, InpaintStage
 from pipeline.stages.mask import DETECTING_METHODS, MaskStage, build_mask_generator, consistent_fit_options
@@ -53,6 +54,6 @@ from pipeline.stages.metrics import MetricsStage
 __all__ = [
     "FAILED", "FAULT_INJECTION_ENV", "NO_ALPHA", "NO_HOLE", "NO_IMAGE", "OK", "PENDING", "SKIPPED", "Batch",
     "DETECTING_METHODS", "DecodeStage", "EncodeStage", "Engine", "FetchStage", "InpaintStage", "MaskStage",
-    "MetricsStage", "build_mask_generator", "consistent_fit_options", "decode_bytes", "encode_mask", "encode_rgb",
+    "MetricsStage", "build_mask_generator", "consistent_fit_options", "decode_bytes", "encode_mask", "encode_restored", "encode_rgb",
     "ensure_row_columns", "objects", "row_count", "row_seed", "run_stages", "stage_error", "text",
 ]

@@ -1,4 +1,5 @@
-"""Encode stage: the output image in the input's format and the mask as PNG (bytes only leave it)."""
+"""Encode stage: the output image in the input's format and the mask as PNG (bytes only leave it).
+Restored JPEGs are spliced into their source's bytes (pipeline.jpeg) unless asked to re-encode."""
 from __future__ import annotations
 
 import pickle
@@ -38,6 +39,26 @@ def encode_rgb(rgb: np.ndarray, alpha: np.ndarray, image_format: str, mode: str 
     return encode_image(rgb, alpha_or_none, like=like, changed=changed, jpeg_tables=jpeg_tables)
 
 
+def encode_restored(restored: np.ndarray, alpha: np.ndarray, image_format: str, mode: str, save_info: bytes,
+                    hole: np.ndarray, source: bytes, original: np.ndarray | None, jpeg_tables: str = "high",
+                    jpeg: str = "splice") -> tuple[bytes, str, str]:
+    """(bytes, how they were written, why) for a restored row: JPEGs go through pipeline.jpeg (spliced
+    into `source`, the input's bytes, unless `jpeg` is "reencode" or splicing is impossible), other
+    formats through `encode_rgb`. `original` is the decoded input, to catch pixels changed outside `hole`."""
+    from pipeline.jpeg import write_restored_jpeg
+    from pipeline.jpeg.output import changed_pixels
+
+    def reencode() -> bytes:
+        return encode_rgb(restored, alpha, image_format, mode, save_info, changed=hole, jpeg_tables=jpeg_tables)
+
+    if image_format != "JPEG":
+        return reencode(), "encoded", ""
+    if not source and jpeg == "splice":
+        return reencode(), "reencoded", "cannot splice: the source's bytes are not in the batch"
+    data, written = write_restored_jpeg(source, restored, changed_pixels(original, restored, hole), reencode, jpeg)
+    return data, written.method, written.note
+
+
 def encode_mask(hole: np.ndarray) -> bytes:
     """bool H×W hole → single-channel PNG, white = hole."""
     from pipeline.masks.maskio import encode_hole_png
@@ -51,17 +72,23 @@ class EncodeStage:
     file name) and the mask as PNG; drops the decoded arrays so only bytes travel to the writer.
 
     Rows that were not inpainted (nothing to remove, skipped) keep their input bytes unchanged.
-    `jpeg_tables`: "high" (quality 95, finer where the source was) or "source" (the source's own JPEG
-    quantisation: same file sizes); see pipeline.imageio.encode_image.
+    `jpeg`: "splice" (restored JPEGs keep the source's compressed blocks, see pipeline.jpeg) or
+    "reencode"; `jpeg_tables`: how re-encoded JPEGs are quantised, "high" (quality 95, finer where the
+    source was) or "source" (the source's own tables); see pipeline.imageio.encode_image. The
+    `image_write` column says how each output was written (spliced | reencoded | encoded | copied) and
+    `image_write_note` why.
     """
 
     ARRAY_COLUMNS = ("image", "alpha", "restored", "hole", "reference", "bytes", "reference_bytes", "save_info")
 
-    def __init__(self, jpeg_tables: str = "high") -> None:
+    def __init__(self, jpeg_tables: str = "high", jpeg: str = "splice") -> None:
         from pipeline.imageio import check_jpeg_tables
+        from pipeline.jpeg import check_jpeg_mode
 
         check_jpeg_tables(jpeg_tables)  # here, not on every row
+        check_jpeg_mode(jpeg)
         self.jpeg_tables = jpeg_tables
+        self.jpeg = jpeg
 
     def __call__(self, batch: Batch) -> Batch:
         from pipeline.output.layout import image_file_name
@@ -69,6 +96,7 @@ class EncodeStage:
         batch = ensure_row_columns(batch)
         rows = row_count(batch)
         outputs, paths, masks = [None] * rows, [""] * rows, [None] * rows
+        written, notes = [""] * rows, [""] * rows
         times = float_column(batch, "time_encode_s")
         for index in range(rows):
             status = text(batch["status"][index])
@@ -81,22 +109,24 @@ class EncodeStage:
                 try:
                     if hole.size:
                         masks[index] = encode_mask(hole)
+                    source = batch["bytes"][index] if "bytes" in batch else None
+                    source = bytes(source) if source is not None and len(source) else b""
                     if status == OK and np.asarray(restored).size:
-                        outputs[index] = encode_rgb(
+                        outputs[index], written[index], notes[index] = encode_restored(
                             restored, batch["alpha"][index], image_format,
                             text(batch["mode"][index]) if "mode" in batch else "",
-                            bytes(batch["save_info"][index]) if "save_info" in batch else b"", changed=hole,
-                            jpeg_tables=self.jpeg_tables)
-                    elif "bytes" in batch and batch["bytes"][index] is not None and len(batch["bytes"][index]):
-                        outputs[index] = bytes(batch["bytes"][index])
+                            bytes(batch["save_info"][index]) if "save_info" in batch else b"", hole, source,
+                            batch["image"][index] if "image" in batch else None, self.jpeg_tables, self.jpeg)
+                    elif source:
+                        outputs[index], written[index] = source, "copied"
                 except Exception as exc:  # noqa: BLE001
                     fail_row(batch, index, stage_error("encode", exc))
-                    outputs[index] = None
+                    outputs[index], written[index], notes[index] = None, "", ""
                     continue
                 if outputs[index] is not None:
                     paths[index] = image_file_name(text(batch["id"][index]), image_format)
         for column in self.ARRAY_COLUMNS:
             batch.pop(column, None)
         batch.update(image_bytes=objects(outputs), image_path=objects(paths), mask=objects(masks),
-                     time_encode_s=times)
+                     image_write=objects(written), image_write_note=objects(notes), time_encode_s=times)
         return batch

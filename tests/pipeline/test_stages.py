@@ -117,13 +117,15 @@ def test_encode_keeps_the_input_format_alpha_and_writes_a_white_hole_png(tmp_pat
 
 
 @pytest.mark.parametrize("jpeg_tables", ["high", "source"])
-def test_encode_quantises_restored_jpegs_as_asked(tmp_path, jpeg_tables):
+def test_encode_quantises_reencoded_jpegs_as_asked(tmp_path, jpeg_tables):
     source = encode(textured_image(40, 48, 8), "JPEG", quality=70)
     write_mask(tmp_path / "masks" / "photo.png", hole_box(40, 48))
     stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(tmp_path / "masks")}), InpaintStage("opencv"),
-              EncodeStage(jpeg_tables)]
+              EncodeStage(jpeg_tables, jpeg="reencode")]
 
     out = run_stages(batch_of({"photo.jpg": source}), stages)
+
+    assert (out["image_write"][0], out["image_write_note"][0]) == ("reencoded", "output.jpeg is reencode")
 
     tables = Image.open(io.BytesIO(out["image_bytes"][0])).quantization
     source_tables = Image.open(io.BytesIO(source)).quantization
