@@ -405,6 +405,102 @@ def run_sam(samples: list[Sample], checkpoint: Path | None, limit: int) -> tuple
     return counts, seconds, note + f"; {generator.device}; time excludes the text detector"
 
 
+# ------------------------------------------------------------------ text on real photo sizes (issue 11)
+# Overlay text as stock sites and photographers set it: one line, white or black, opacity 0.5-0.9, at a
+# random place, on ~1024 px scene photos and ~480 px photos; tiled text over the whole picture; and a
+# false-positive row on urban photos full of real signs. Photos are split: the first ones tune, the
+# rest are held out (--split holdout) for the final table.
+
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+# (folder, photos used for tuning); the remaining photos of each folder are the held-out part.
+TEXT_PHOTO_SETS = {"scenes": ("scenes", 40), "small": ("cbsd68", 48), "urban": ("urban", 40)}
+# A background is "busy" when the clean photo's mean gradient magnitude under the text exceeds this.
+BUSY_GRADIENT = 10.0
+
+
+def split_photos(name: str, split: str, limit: int = 0) -> list[np.ndarray]:
+    """Photos of set `name` for `split` ("tune", "holdout" or "all"); empty when ../shared is absent."""
+    folder, tuning = TEXT_PHOTO_SETS[name]
+    directory = SHARED_DATASETS / folder
+    if not directory.is_dir():
+        return []
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    paths = {"tune": paths[:tuning], "holdout": paths[tuning:], "all": paths}[split]
+    return [read_rgb(p) for p in (paths[:limit] if limit else paths)]
+
+
+def text_line_overlay(shape: tuple[int, int], rng: np.random.Generator, fonts: Sequence[str | None]) -> Overlay:
+    """One line of white or black text, opacity 0.5-0.9, 2.5-6 % of the longer side high, anywhere."""
+    height, width = shape
+    text = str(rng.choice(WATERMARK_TEXTS))
+    font_path = fonts[int(rng.integers(len(fonts)))]
+    size = max(14, int(rng.uniform(0.025, 0.06) * max(height, width)))
+    tile = text_tile(text, load_font(font_path, size), 0.0)
+    while tile.shape[1] > 0.8 * width and size > 12:
+        size = int(size * 0.85)
+        tile = text_tile(text, load_font(font_path, size), 0.0)
+    alpha = np.zeros(shape, np.float32)
+    paste_alpha(alpha, tile, int(rng.integers(0, max(width - tile.shape[1], 1))),
+                int(rng.integers(0, max(height - tile.shape[0], 1))))
+    color = (255.0, 255.0, 255.0) if rng.random() < 0.5 else (0.0, 0.0, 0.0)
+    return Overlay(color=np.broadcast_to(np.array(color, np.float32), (*shape, 3)), alpha=alpha,
+                   opacity=float(rng.uniform(0.5, 0.9)))
+
+
+def is_busy(photo: np.ndarray, support: np.ndarray) -> bool:
+    """Whether the clean photo is textured under the text's bounding box."""
+    import cv2
+
+    ys, xs = np.nonzero(support)
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    patch = gray[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    gradient = np.hypot(cv2.Sobel(patch, cv2.CV_32F, 1, 0), cv2.Sobel(patch, cv2.CV_32F, 0, 1)) / 4
+    return float(gradient.mean()) > BUSY_GRADIENT
+
+
+def text_photo_conditions(split: str, fonts: list[str | None], seed: int,
+                          limit: int = 0) -> dict[str, list[Sample]]:
+    """The issue-11 text conditions, keyed by row name."""
+    conditions: dict[str, list[Sample]] = {}
+    for index, (label, name) in enumerate((("~1024 px", "scenes"), ("~480 px", "small"))):
+        rng = np.random.default_rng([seed, 11, index])
+        for number, photo in enumerate(split_photos(name, split, limit)):
+            sample = build_sample(f"{label}/{number}", photo, text_line_overlay(photo.shape[:2], rng, fonts))
+            background = "busy" if is_busy(photo, sample.support) else "calm"
+            conditions.setdefault(f"line, {label}, {background} background, opacity 0.5-0.9", []).append(sample)
+        rng = np.random.default_rng([seed, 12, index])
+        for number, photo in enumerate(split_photos(name, split, limit)):
+            overlay = text_overlay(photo.shape[:2], rng, fonts, opacity=float(rng.uniform(0.5, 0.9)),
+                                   rotated=False, tiled=True)
+            conditions.setdefault(f"tiled text, {label}, opacity 0.5-0.9", []).append(
+                build_sample(f"tiled {label}/{number}", photo, overlay))
+    return dict(sorted(conditions.items()))
+
+
+def run_text_photo_suite(split: str, fonts: list[str | None], seed: int, sessions: int,
+                         limit: int = 0) -> list[Row]:
+    """Rows of the text conditions on real photo sizes, and the scene-text false-positive row."""
+    rows: list[Row] = []
+    generator = TextMaskGenerator(TextMaskConfig(sessions=sessions))
+    config = default_postprocess("text")
+    for condition, samples in text_photo_conditions(split, fonts, seed, limit).items():
+        counts, seconds = run_text(samples, generator, config)
+        rows.append(Row("text", f"{condition} [{split}]", counts, seconds))
+        print(f"  text / {condition}: F1 {counts.metrics()['f1']:.3f}", flush=True)
+    urban = split_photos("urban", split, limit)
+    if urban:
+        start = time.perf_counter()
+        results = [postprocess(r, config) for r in generator.generate_batch(urban)]
+        seconds = time.perf_counter() - start
+        masked = sum(r.hole.any() for r in results)
+        counts = Counts(images=len(urban), found=masked)
+        note = (f"clean urban photos with scene text: {masked}/{len(urban)} = {masked / len(urban):.0%} got a "
+                f"mask (mean hole {np.mean([r.hole_ratio for r in results]):.3%})")
+        rows.append(Row("text", f"clean urban photos (scene text) [{split}]", counts, seconds, note))
+        print(f"  text / {note}", flush=True)
+    return rows
+
+
 # -------------------------------------------------------------------------------------------- table
 
 
@@ -431,7 +527,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N photos (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fit", type=int, default=20, help="images the consistent generator is fitted on")
-    parser.add_argument("--only", choices=["text", "consistent", "given", "sam"], help="run one method only")
+    parser.add_argument("--only", choices=["text", "text-photos", "consistent", "given", "sam"],
+                        help="run one method only (text-photos: the issue-11 text conditions alone)")
+    parser.add_argument("--split", choices=["tune", "holdout", "all"], default="holdout",
+                        help="which photos of ../shared/datasets the text-photos rows use (default: held out)")
     parser.add_argument("--sam-checkpoint", type=Path, help="SAM .pth; without it SAM is timed with random weights")
     parser.add_argument("--sam-images", type=int, default=3, help="images SAM is timed on without a checkpoint")
     parser.add_argument("--sessions", type=int, default=1, help="ONNX sessions of the text generator")
@@ -447,6 +546,12 @@ def main(argv: list[str] | None = None) -> int:
           f"ground truth = overlay support (alpha > {GT_ALPHA_THRESHOLD}) dilated by {GT_DILATE_PX} px; "
           f"{os.cpu_count()} CPUs", flush=True)
     rows: list[Row] = []
+    if args.only in (None, "text-photos"):
+        rows.extend(run_text_photo_suite(args.split, fonts, args.seed, args.sessions, args.limit))
+        if args.only:
+            print()
+            print_table(rows)
+            return 0
     text_samples = text_conditions(photos, fonts, args.seed)
 
     if args.only in (None, "text"):

@@ -61,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     text.add_argument("--fill", choices=("glyphs", "box"), help="mask the letters (default) or whole boxes")
     text.add_argument("--sessions", type=int, help="parallel ONNX Runtime sessions")
     text.add_argument("--batch-size", type=int, help="images per detector forward")
+    text.add_argument("--keep-scene-text", action=argparse.BooleanOptionalAction, default=None,
+                      help="leave scene text (signs, plates) unmasked and remove only overlay text (default: on)")
+    text.add_argument("--passes", type=lambda value: tuple(v.strip() for v in value.split(",") if v.strip()),
+                      help="detector passes, comma-separated among plain, inverted, contrast (default plain)")
 
     consistent = parser.add_argument_group("consistent")
     consistent.add_argument("--fit-sample", type=int, help="images the watermark is estimated from (default 64)")
@@ -82,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sam = parser.add_argument_group("sam")
     sam.add_argument("--sam-checkpoint", type=Path, help="SAM .pth file (default: the model type's file in the cache)")
     sam.add_argument("--sam-model-type", choices=("vit_b", "vit_l", "vit_h"))
-    sam.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    sam.add_argument("--device", help="cpu, cuda, cuda:N or auto (text: cpu, cuda or auto)")
     sam.add_argument("--prompts", type=Path, help="Parquet/JSON-lines table of boxes/points per image")
     sam.add_argument("--coco", type=Path, help="COCO annotations whose boxes are the prompts")
     sam.add_argument("--category", action="append", default=[], help="COCO category to keep; repeatable")
@@ -94,7 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # Flag → config field, per method. Only flags the user set are passed, so config defaults stay in one place.
 _FLAG_OPTIONS: dict[str, dict[str, str]] = {
     "text": {"position": "position", "min_score": "min_score", "max_area_ratio": "max_area_ratio",
-             "fill": "fill", "sessions": "sessions", "batch_size": "batch_size"},
+             "fill": "fill", "sessions": "sessions", "batch_size": "batch_size", "device": "device",
+             "keep_scene_text": "keep_scene_text", "passes": "passes"},
     "consistent": {"fit_sample": "max_fit_images", "min_match_score": "min_match_score", "search": "search"},
     "given": {"mask_dir": "mask_dir", "mask_parquet": "parquet", "mask_column": "column",
               "key_column": "key_column", "mask_suffix": "suffix", "hole_value": "hole_value",

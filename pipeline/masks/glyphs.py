@@ -68,3 +68,4 @@ def glyph_hole(
     # Grow by the margin, which may reach past the box by as much: DB boxes can cut through a stroke's
     # anti-aliased edge, and that edge must go too.
     return dilate_hole(strokes, margin_px) & dilate_hole(inside_bool, margin_px), (y0, x0), False
+

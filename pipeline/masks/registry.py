@@ -44,7 +44,7 @@ MASK_GENERATORS: dict[str, GeneratorSpec] = {
                       PostprocessConfig(), "mask files or a Parquet column"),
         GeneratorSpec("text", "text", "TextMaskConfig", "TextMaskGenerator", False,
                       PostprocessConfig(min_component_area=16),
-                      "text found by rapidocr-onnxruntime's bundled PP-OCRv4 detector, checked by its recogniser"),
+                      "overlay text found by the PP-OCRv6 detector bundled in rapidocr, read by a recogniser; scene text kept"),
         GeneratorSpec("consistent", "consistent", "ConsistentWatermarkConfig", "ConsistentWatermarkGenerator",
                       True, PostprocessConfig(dilate_px=4),
                       "a watermark repeated across the dataset (Dekel et al., CVPR 2017)"),

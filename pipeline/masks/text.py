@@ -1,46 +1,49 @@
-"""Text watermarks: the PP-OCRv4 DB text detector shipped inside the `rapidocr-onnxruntime` wheel.
+"""Text watermarks: a DB text detector shipped inside an OCR wheel (PP-OCRv6 small from `rapidocr` 3.x).
 
-The network's text-probability map is binarised, each region becomes a rotated box grown back to the
-full text extent (DB's "unclip"), boxes are filtered by confidence, position and area and, by default,
-by whether the wheel's recogniser can read them (textures fool the detector, not the recogniser; see
-`text_verify`). The hole is the glyph strokes of each kept box plus a margin (default) or the filled
-boxes. The model files are part of the installed wheel, so this works offline.
+The detector runs one or more passes over each image (plain, inverted, contrast-normalised; large
+images in tiles) and the passes' text-probability maps are merged by their maximum. Each region of the
+merged map becomes a rotated box grown back to the full text extent (DB's "unclip"); boxes are
+filtered by confidence, position and area, read by the recogniser of the same family of wheels
+(textures fool the detector, not the recogniser; see `text_verify`), and then told apart as overlay
+(watermark) or scene text (`text_overlay`). Text repeated in a grid over the picture is a tiled
+watermark (`text_tiled`). The hole is the glyph strokes of each kept box plus a margin (default) or
+the filled boxes. Every model file is part of an installed wheel, so this works offline.
 """
 from __future__ import annotations
 
-import os
-import queue
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import cv2
 import numpy as np
 
-from .base import GeneratorSetupError, MaskResult, check_image
+from .base import MaskResult, check_image
 from .glyphs import glyph_hole
+from .text_detector import (
+    DETECTOR_MODELS,
+    DetectorModel,
+    DetectorSessions,
+    Device,
+    network_size,
+    resize_for_network,
+    to_network_input,
+)
+from .text_overlay import OverlayRule, judge_regions
+from .text_tiled import find_tiled_pattern
 
-DETECTOR_FILENAME = "ch_PP-OCRv4_det_infer.onnx"
 Position = Literal["anywhere", "corners", "edges"]
 Fill = Literal["glyphs", "box"]
+Pass = Literal["plain", "inverted", "contrast"]
+PASSES = ("plain", "inverted", "contrast")
 # Local contrast normalisation: window (Gaussian sigma) as a fraction of the network input's shorter
 # side, and a floor on the local deviation so flat areas are not amplified into noise.
 _CONTRAST_SIGMA_FRACTION = 0.04
 _CONTRAST_FLOOR = 8.0
-
-
-def bundled_detector_path() -> Path:
-    """The DB text-detection model inside the installed `rapidocr-onnxruntime` wheel."""
-    try:
-        import rapidocr_onnxruntime
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise GeneratorSetupError("the text mask generator needs the 'rapidocr-onnxruntime' package") from exc
-    path = Path(rapidocr_onnxruntime.__file__).parent / "models" / DETECTOR_FILENAME
-    if not path.is_file():
-        raise GeneratorSetupError(f"{path} is missing from the rapidocr-onnxruntime installation; reinstall the wheel")
-    return path
+# Tiles of a large image overlap by this share of their side, so no word is only ever seen cut.
+_TILE_OVERLAP = 0.125
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,19 @@ class TextMaskConfig:
     """Text detection settings.
 
     Attributes:
-        model_path: DB detector ONNX file; None = the one bundled with rapidocr-onnxruntime.
+        detector: bundled detector, a key of `text_detector.DETECTOR_MODELS` ("ppocrv6-small" from
+            rapidocr 3.x, the default: it covered more overlay text than "ppocrv4", see bench/).
+        model_path: a DB detector ONNX file to use instead (normalised like `detector`).
+        device: "auto" = onnxruntime's CUDA provider when it is installed and the process sees a GPU,
+            else the CPU; "cpu"; "cuda" (an error when CUDA is not available).
         min_side: images are upscaled so their shorter side is at least this before detection (DB misses
             small text at low resolution); 0 = no upscaling.
-        max_side: and downscaled so their longer side is at most this (memory and time).
+        max_side: and downscaled so their longer side is at most this (memory and time), unless `tile`.
+        tile: images whose longer side exceeds `max_side` are detected in overlapping max_side tiles
+            at full resolution instead of being downscaled (small text in large photos survives).
+        passes: detector passes whose probability maps are merged: "plain", "inverted" (255 − image:
+            dark text on a light busy background) and "contrast" (local contrast normalised: faint,
+            semi-transparent text). Each pass costs one forward.
         pixel_threshold: text-probability level above which a pixel belongs to a text region.
         min_score: minimum mean text probability of a region (its confidence) to be kept.
         unclip_ratio: how far a region is grown back from DB's shrunk kernel to the full text extent.
@@ -60,22 +72,26 @@ class TextMaskConfig:
         max_area_ratio: drop a region larger than this fraction of the image (a sign, not a watermark).
         fill: "glyphs" = the hole is the letters' strokes inside each box, grown by `glyph_margin_px`
             (falling back to the whole box where strokes cannot be separated); "box" = the whole box.
-        glyph_margin_px: margin grown around the strokes in "glyphs" mode (anti-aliasing, shadows); it
-            may reach past the box by as much.
-        local_contrast: normalise local contrast before detection; faint, semi-transparent text is
-            found more often (see bench/watermarks.py).
-        min_recognition_confidence: read each region with the recogniser bundled in the same wheel
-            and drop regions read with lower confidence (textures the detector mistakes for text:
-            54 % of the benchmark's clean photos get a mask without this check, 12 % with it);
-            0 = detection only.
+        glyph_margin_px: margin grown around the strokes in "glyphs" mode (anti-aliasing, shadows).
+        min_recognition_confidence: read each region with the bundled recogniser and drop regions read
+            with lower confidence (textures the detector mistakes for text); 0 = detection only.
+        keep_scene_text: leave text that belongs to the scene (signs, plates, lettering on objects)
+            unmasked and remove only overlay text; the rule is `overlay` (see `text_overlay`).
+        overlay: the thresholds of the overlay-vs-scene rule.
+        find_tiled: recognise text repeated over the whole picture (stock-preview tiling) as a tiled
+            watermark and keep all its repeats, whatever the scene rule says of each.
         sessions: ONNX Runtime sessions run in parallel by `generate_batch`.
         threads_per_session: intra-op threads per session; 0 = the CPU count divided among the sessions.
         batch_size: images of equal input size stacked into one forward.
     """
 
+    detector: str = "ppocrv6-small"
     model_path: Path | None = None
-    min_side: int = 736
-    max_side: int = 2048
+    device: Device = "auto"
+    min_side: int = 480
+    max_side: int = 1024
+    tile: bool = True
+    passes: tuple[Pass, ...] = ("plain",)
     pixel_threshold: float = 0.3
     min_score: float = 0.5
     unclip_ratio: float = 1.6
@@ -84,13 +100,21 @@ class TextMaskConfig:
     max_area_ratio: float = 0.5
     fill: Fill = "glyphs"
     glyph_margin_px: float = 4.0
-    local_contrast: bool = True
     min_recognition_confidence: float = 0.5
+    keep_scene_text: bool = True
+    overlay: OverlayRule = OverlayRule()
+    find_tiled: bool = True
     sessions: int = 1
     threads_per_session: int = 0
     batch_size: int = 4
 
     def __post_init__(self) -> None:
+        if self.detector not in DETECTOR_MODELS:
+            raise ValueError(f"detector must be one of {', '.join(DETECTOR_MODELS)}, got {self.detector!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if not self.passes or any(p not in PASSES for p in self.passes) or len(set(self.passes)) != len(self.passes):
+            raise ValueError(f"passes must be distinct values among {', '.join(PASSES)}, got {self.passes!r}")
         if self.fill not in ("glyphs", "box"):
             raise ValueError(f"fill must be 'glyphs' or 'box', got {self.fill!r}")
         if not 0.0 <= self.min_recognition_confidence < 1.0:
@@ -105,10 +129,14 @@ class TextMaskConfig:
             raise ValueError(f"position_margin must be in (0, 0.5], got {self.position_margin}")
         if not 0.0 < self.max_area_ratio <= 1.0:
             raise ValueError(f"max_area_ratio must be in (0, 1], got {self.max_area_ratio}")
-        if self.unclip_ratio < 0 or self.min_side < 0 or self.max_side < 32:
-            raise ValueError("unclip_ratio and min_side must be >= 0 and max_side >= 32")
+        if self.unclip_ratio < 0 or self.min_side < 0 or self.max_side < 64:
+            raise ValueError("unclip_ratio and min_side must be >= 0 and max_side >= 64")
         if self.sessions < 1 or self.threads_per_session < 0 or self.batch_size < 1:
             raise ValueError("sessions and batch_size must be >= 1, threads_per_session >= 0")
+        if isinstance(self.overlay, dict):  # from a mapping (CLI, YAML): validated by OverlayRule itself
+            object.__setattr__(self, "overlay", OverlayRule(**self.overlay))
+        if not isinstance(self.overlay, OverlayRule):
+            raise ValueError(f"overlay must be a mapping of OverlayRule fields, got {type(self.overlay).__name__}")
         if self.model_path is not None and not Path(self.model_path).is_file():
             raise ValueError(f"text detector model {self.model_path} does not exist")
 
@@ -129,12 +157,44 @@ class TextRegion:
         return np.concatenate([self.polygon.min(axis=0), self.polygon.max(axis=0)]).astype(np.float32)
 
 
-def detector_input_size(shape: tuple[int, int], min_side: int, max_side: int) -> tuple[int, int]:
-    """(H, W) the detector runs at for an image of `shape`: scaled, then rounded to multiples of 32."""
+@dataclass(frozen=True)
+class _View:
+    """One detector input cut from an image: the window (y0, x0, y1, x1) it covers and its network size."""
+
+    window: tuple[int, int, int, int]
+    size: tuple[int, int]
+
+
+def plan_views(shape: tuple[int, int], config: TextMaskConfig) -> tuple[list[_View], float]:
+    """The windows an image of `shape` (H, W) is detected in, and the scale of its merged probability map.
+
+    One view of the whole image (scaled so the shorter side is >= min_side and the longer <= max_side),
+    or, for an image larger than max_side with `tile`, max_side tiles at full resolution.
+    """
     height, width = shape
-    scale = max(1.0, min_side / min(height, width)) if min_side else 1.0
-    scale = min(scale, max_side / max(height, width))
-    return (max(32, int(round(height * scale / 32)) * 32), max(32, int(round(width * scale / 32)) * 32))
+    scale = max(1.0, config.min_side / min(height, width)) if config.min_side else 1.0
+    # Tiles only where the picture itself is larger than max_side; upscaled small pictures stay whole.
+    if not config.tile or max(height, width) <= config.max_side * 1.01:
+        scale = min(scale, config.max_side / max(height, width))
+        size = (max(32, int(round(height * scale / 32)) * 32), max(32, int(round(width * scale / 32)) * 32))
+        return [_View((0, 0, height, width), size)], scale
+    side = config.max_side
+    step = int(side * (1 - _TILE_OVERLAP))
+    starts_y, starts_x = _tile_starts(height, side, step), _tile_starts(width, side, step)
+    views = []
+    for y0 in starts_y:
+        for x0 in starts_x:
+            y1, x1 = min(y0 + side, height), min(x0 + side, width)
+            views.append(_View((y0, x0, y1, x1), network_size((y1 - y0, x1 - x0), max(y1 - y0, x1 - x0))))
+    return views, 1.0
+
+
+def _tile_starts(length: int, side: int, step: int) -> list[int]:
+    """Evenly spaced starts of the fewest `side` tiles, at most `step` apart, that cover `length`."""
+    if length <= side:
+        return [0]
+    count = int(np.ceil((length - side) / step)) + 1
+    return [round(i * (length - side) / (count - 1)) for i in range(count)]
 
 
 def normalise_local_contrast(image: np.ndarray) -> np.ndarray:
@@ -150,16 +210,13 @@ def normalise_local_contrast(image: np.ndarray) -> np.ndarray:
     return np.clip(128.0 + 48.0 * (values - mean) / deviation, 0, 255).astype(np.uint8)
 
 
-def _to_network_input(image: np.ndarray, size: tuple[int, int], local_contrast: bool) -> np.ndarray:
-    """uint8 H×W×3 RGB → float32 3×h×w in [-1, 1] (PaddleOCR normalisation: mean 0.5, std 0.5).
-
-    PaddleOCR's detector was trained on BGR input (OpenCV-decoded), hence the channel flip.
-    """
-    resized = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    if local_contrast:
-        resized = normalise_local_contrast(resized)
-    bgr = resized[:, :, ::-1].astype(np.float32)
-    return np.ascontiguousarray((bgr / 127.5 - 1.0).transpose(2, 0, 1))
+def pass_input(resized: np.ndarray, kind: Pass) -> np.ndarray:
+    """The uint8 h×w×3 network-size image a pass of `kind` shows the detector."""
+    if kind == "inverted":
+        return 255 - resized
+    if kind == "contrast":
+        return normalise_local_contrast(resized)
+    return resized
 
 
 def regions_from_probability(
@@ -208,81 +265,79 @@ def _position_ok(box: np.ndarray, shape: tuple[int, int], position: Position, ma
     return near_left_right or near_top_bottom
 
 
-class _SessionPool:
-    """ONNX Runtime sessions shared by worker threads; `run` borrows one for the duration of a forward.
-
-    Each session is single-stream, so parallelism comes from several sessions with a share of the CPU
-    threads each (ONNX Runtime releases the GIL while it computes).
-    """
-
-    def __init__(self, model_path: Path, sessions: int, threads_per_session: int) -> None:
-        import onnxruntime as ort
-
-        threads = threads_per_session or max(1, (os.cpu_count() or 1) // sessions)
-        self._idle: queue.Queue[Any] = queue.Queue()
-        for _ in range(sessions):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3  # the model's unused-initialiser warnings are noise to users
-            session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-            self._idle.put(session)
-        self.input_name = session.get_inputs()[0].name
-        self.size = sessions
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """batch: float32 N×3×h×w → text probability N×h×w."""
-        session = self._idle.get()
-        try:
-            return session.run(None, {self.input_name: batch})[0][:, 0]
-        finally:
-            self._idle.put(session)
-
-
 class TextMaskGenerator:
-    """Hole mask = the filled boxes of text the DB detector finds (see `TextMaskConfig`)."""
+    """Hole mask = the strokes (or boxes) of the overlay text the detector finds (see `TextMaskConfig`)."""
 
     method = "text"
 
     def __init__(self, config: TextMaskConfig | None = None) -> None:
         self.config = config or TextMaskConfig()
-        self.model_path = Path(self.config.model_path) if self.config.model_path else bundled_detector_path()
-        self._pool = _SessionPool(self.model_path, self.config.sessions, self.config.threads_per_session)
+        self.model: DetectorModel = DETECTOR_MODELS[self.config.detector]
+        self.model_path = Path(self.config.model_path) if self.config.model_path else self.model.path()
+        self._pool = DetectorSessions(self.model_path, sessions=self.config.sessions,
+                                      threads_per_session=self.config.threads_per_session, device=self.config.device)
         self._verifier = None
         if self.config.min_recognition_confidence > 0:
             from .text_verify import TextVerifier
 
             self._verifier = TextVerifier(self.config.threads_per_session)
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[TextRegion]]:
-        """Text regions of each uint8 H×W×3 image, in its own pixel coordinates, unfiltered by position."""
-        sizes = [detector_input_size(check_image(image).shape[:2], self.config.min_side, self.config.max_side)
-                 for image in images]
-        # Only images with the same network input size can share a forward.
-        chunks: list[list[int]] = []
+    @property
+    def provider(self) -> str:
+        """The ONNX Runtime execution provider the detector runs on (CUDA or CPU)."""
+        return self._pool.active_provider
+
+    def probability_maps(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Merged text probability of each uint8 H×W×3 image: float32 h×w at the image's map scale."""
+        plans = [plan_views(check_image(image).shape[:2], self.config) for image in images]
+        # Every (image, view, pass) is one network input; only equal sizes can share a forward.
+        jobs = [(index, view, kind) for index, (views, _) in enumerate(plans) for view in views
+                for kind in self.config.passes]
         by_size: dict[tuple[int, int], list[int]] = {}
-        for index, size in enumerate(sizes):
-            by_size.setdefault(size, []).append(index)
-        for indices in by_size.values():
-            for start in range(0, len(indices), self.config.batch_size):
-                chunks.append(indices[start : start + self.config.batch_size])
+        for number, (_, view, _) in enumerate(jobs):
+            by_size.setdefault(view.size, []).append(number)
+        chunks = [numbers[start : start + self.config.batch_size]
+                  for numbers in by_size.values() for start in range(0, len(numbers), self.config.batch_size)]
 
-        def run_chunk(indices: list[int]) -> list[tuple[int, np.ndarray]]:
-            batch = np.stack([_to_network_input(images[i], sizes[i], self.config.local_contrast) for i in indices])
-            return list(zip(indices, self._pool.run(batch)))
+        def run_chunk(numbers: list[int]) -> list[tuple[int, np.ndarray]]:
+            inputs = []
+            for number in numbers:
+                index, view, kind = jobs[number]
+                y0, x0, y1, x1 = view.window
+                resized = resize_for_network(images[index][y0:y1, x0:x1], view.size)
+                inputs.append(to_network_input(pass_input(resized, kind), self.model))
+            return list(zip(numbers, self._pool.run(np.stack(inputs))))
 
-        probabilities: dict[int, np.ndarray] = {}
+        outputs: dict[int, np.ndarray] = {}
         if self._pool.size > 1 and len(chunks) > 1:
             with ThreadPoolExecutor(max_workers=self._pool.size) as executor:
                 for pairs in executor.map(run_chunk, chunks):
-                    probabilities.update(pairs)
+                    outputs.update(pairs)
         else:
             for chunk in chunks:
-                probabilities.update(run_chunk(chunk))
+                outputs.update(run_chunk(chunk))
 
+        maps = []
+        for index, (image, (_, scale)) in enumerate(zip(images, plans)):
+            height, width = image.shape[:2]
+            merged = np.zeros((max(1, round(height * scale)), max(1, round(width * scale))), np.float32)
+            for number, (owner, view, _) in enumerate(jobs):
+                if owner != index:
+                    continue
+                y0, x0, y1, x1 = (round(v * scale) for v in view.window)
+                window = merged[y0:y1, x0:x1]
+                probability = outputs[number]
+                if probability.shape != window.shape:
+                    probability = cv2.resize(probability, (window.shape[1], window.shape[0]),
+                                             interpolation=cv2.INTER_LINEAR)
+                np.maximum(window, probability, out=window)
+            maps.append(merged)
+        return maps
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[TextRegion]]:
+        """Text regions of each uint8 H×W×3 image, in its own pixel coordinates, unfiltered."""
         results = []
-        for index, image in enumerate(images):
-            probability = probabilities[index]
+        for image, probability in zip(images, self.probability_maps(images)):
             regions = regions_from_probability(
                 probability,
                 pixel_threshold=self.config.pixel_threshold,
@@ -298,7 +353,7 @@ class TextMaskGenerator:
         shape = image.shape[:2]
         image_area = float(shape[0] * shape[1])
         kept: list[TextRegion] = []
-        dropped = {"position": 0, "area": 0, "unreadable": 0}
+        dropped = {"position": 0, "area": 0, "unreadable": 0, "scene": 0}
         for region in regions:
             if not _position_ok(region.box, shape, self.config.position, self.config.position_margin):
                 dropped["position"] += 1
@@ -306,37 +361,68 @@ class TextMaskGenerator:
                 dropped["area"] += 1
             else:
                 kept.append(region)
-        readability: list[float] = []
+        readings: list[tuple[str, float]] = [("", 1.0)] * len(kept)
         if self._verifier is not None and kept:
-            confidences = self._verifier.confidences(image, [r.polygon for r in kept])
-            readable = [c >= self.config.min_recognition_confidence for c in confidences]
+            all_readings = self._verifier.read(image, [r.polygon for r in kept])
+            readable = [c >= self.config.min_recognition_confidence for _, c in all_readings]
             dropped["unreadable"] = readable.count(False)
             kept = [r for r, ok in zip(kept, readable) if ok]
-            readability = [round(c, 4) for c, ok in zip(confidences, readable) if ok]
+            readings = [reading for reading, ok in zip(all_readings, readable) if ok]
+
+        strokes = [glyph_hole(image, region.polygon, margin_px=0.0) for region in kept]
+        tiled = find_tiled_pattern([r.polygon for r in kept], [text for text, _ in readings], shape) \
+            if self.config.find_tiled else None
+        judgements = judge_regions(image, [r.polygon for r in kept], strokes, self.config.overlay,
+                                   tiled=tiled.members if tiled else frozenset())
+        regions_report = []
+        holes_from: list[int] = []
+        for number, (region, (text, confidence), judgement) in enumerate(zip(kept, readings, judgements)):
+            keep = judgement.overlay or not self.config.keep_scene_text
+            regions_report.append({
+                "box": [round(float(v), 1) for v in region.box], "text": text,
+                "recognition_confidence": round(confidence, 4), "kept": keep,
+                "reason": judgement.reason if judgement.overlay or not keep
+                else f"kept anyway (keep_scene_text off); {judgement.reason}",
+                "cues": judgement.cues,
+            })
+            if keep:
+                holes_from.append(number)
+            else:
+                dropped["scene"] += 1
+        final = [kept[i] for i in holes_from]
+
+        hole = np.zeros(shape, bool)
+        filled_boxes = 0
         if self.config.fill == "glyphs":
-            hole = np.zeros(shape, bool)
-            filled_boxes = 0
-            for region in kept:
-                crop, (y0, x0), used_box = glyph_hole(image, region.polygon, margin_px=self.config.glyph_margin_px)
+            for number in holes_from:
+                crop, (y0, x0), used_box = glyph_hole(image, kept[number].polygon, margin_px=self.config.glyph_margin_px)
                 hole[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
                 filled_boxes += int(used_box)
         else:
             boxes = np.zeros(shape, np.uint8)
-            cv2.fillPoly(boxes, [np.round(r.polygon).astype(np.int32) for r in kept], 1)
-            hole, filled_boxes = boxes > 0, len(kept)
+            cv2.fillPoly(boxes, [np.round(r.polygon).astype(np.int32) for r in final], 1)
+            hole, filled_boxes = boxes > 0, len(final)
+        details = {
+            "polygons": [np.round(r.polygon, 1).tolist() for r in final],
+            "dropped": dropped,
+            "regions": regions_report,
+            "keep_scene_text": self.config.keep_scene_text,
+            "fill": self.config.fill,
+            "boxes_filled_whole": filled_boxes,
+            "detector": self.model_path.name,
+            "provider": self.provider,
+            "passes": list(self.config.passes),
+        }
+        if self._verifier is not None:
+            details["recognition_confidence"] = [round(readings[i][1], 4) for i in holes_from]
+        if tiled is not None:
+            details["tiled"] = tiled.describe()
         return MaskResult(
             hole=hole,
             method=self.method,
-            boxes=np.array([r.box for r in kept], np.float32).reshape(-1, 4),
-            scores=np.array([r.score for r in kept], np.float32),
-            details={
-                "polygons": [np.round(r.polygon, 1).tolist() for r in kept],
-                "dropped": dropped,
-                "fill": self.config.fill,
-                "boxes_filled_whole": filled_boxes,
-                "detector": self.model_path.name,
-                **({"recognition_confidence": readability} if self._verifier is not None else {}),
-            },
+            boxes=np.array([r.box for r in final], np.float32).reshape(-1, 4),
+            scores=np.array([r.score for r in final], np.float32),
+            details=details,
         )
 
     def __call__(self, image: np.ndarray, *, key: str | None = None) -> MaskResult:

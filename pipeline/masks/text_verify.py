@@ -68,11 +68,16 @@ class TextVerifier:
             "inter_op_num_threads": 1,
         })
 
-    def confidences(self, image: np.ndarray, polygons: list[np.ndarray]) -> list[float]:
-        """One confidence in [0, 1] per polygon (4×2) of the uint8 H×W×3 RGB image."""
+    def read(self, image: np.ndarray, polygons: list[np.ndarray]) -> list[tuple[str, float]]:
+        """(text, confidence in [0, 1]) per polygon (4×2) of the uint8 H×W×3 RGB image; ("", 0) when
+        nothing is read."""
         if not polygons:
             return []
         # PaddleOCR's recogniser, like its detector, was trained on BGR input.
         crops = [rectified_crop(image, polygon)[:, :, ::-1].copy() for polygon in polygons]
         readings, _ = self._recognizer(crops)
-        return [float(confidence) if text else 0.0 for text, confidence in readings]
+        return [(str(text), float(confidence)) if text else ("", 0.0) for text, confidence in readings]
+
+    def confidences(self, image: np.ndarray, polygons: list[np.ndarray]) -> list[float]:
+        """One confidence in [0, 1] per polygon (4×2) of the uint8 H×W×3 RGB image."""
+        return [confidence for _, confidence in self.read(image, polygons)]

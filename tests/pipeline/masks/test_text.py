@@ -11,9 +11,14 @@ from .conftest import paint_text
 GT_MARGIN_PX = 4  # the benchmark's ground truth: glyph support grown by 4 px
 
 
+# These tests are about detection and fills; the opaque painted texts here would be judged ambiguous by
+# the overlay-vs-scene rule (tested in test_text_scene.py), so every text counts.
+ALL_TEXT = {"keep_scene_text": False}
+
+
 @pytest.fixture(scope="module")
 def generator() -> TextMaskGenerator:
-    return TextMaskGenerator()
+    return TextMaskGenerator(TextMaskConfig(**ALL_TEXT))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,7 @@ def test_a_photo_without_text_gets_an_empty_mask(generator, photo):
 
 def test_position_filter_keeps_only_corner_text(two_texts):
     image, corner, middle = two_texts
-    result = TextMaskGenerator(TextMaskConfig(position="corners"))(image)
+    result = TextMaskGenerator(TextMaskConfig(position="corners", **ALL_TEXT))(image)
     assert recall(result.hole, corner) > 0.8
     assert recall(result.hole, middle) == 0.0
     assert result.details["dropped"]["position"] == 1
@@ -64,7 +69,7 @@ def test_position_filter_keeps_only_corner_text(two_texts):
 
 def test_glyph_fill_is_tighter_than_box_fill(two_texts, found):
     image, corner, middle = two_texts
-    boxes = TextMaskGenerator(TextMaskConfig(fill="box"))(image)
+    boxes = TextMaskGenerator(TextMaskConfig(fill="box", **ALL_TEXT))(image)
     # Glyph margins may reach past a box by the margin (a box can cut an anti-aliased stroke edge).
     assert not (found.hole & ~dilate_hole(boxes.hole, TextMaskConfig().glyph_margin_px)).any()
     truth = dilate_hole(corner | middle, GT_MARGIN_PX)
@@ -74,7 +79,7 @@ def test_glyph_fill_is_tighter_than_box_fill(two_texts, found):
 
 
 def test_batched_sessions_give_the_same_masks_as_single_calls(two_texts, found, photo):
-    pooled = TextMaskGenerator(TextMaskConfig(sessions=2, batch_size=1))
+    pooled = TextMaskGenerator(TextMaskConfig(sessions=2, batch_size=1, **ALL_TEXT))
     results = pooled.generate_batch([two_texts[0], photo, two_texts[0][:200]])
     np.testing.assert_array_equal(results[0].hole, found.hole)
     assert not results[1].hole.any()

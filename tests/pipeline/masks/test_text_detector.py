@@ -1,0 +1,92 @@
+"""Text detector plumbing: the model comes from an installed wheel, never the network; providers follow
+what onnxruntime offers; large images are detected in tiles."""
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from pipeline.masks import GeneratorSetupError, TextMaskConfig, TextMaskGenerator
+from pipeline.masks.text import plan_views
+from pipeline.masks.text_detector import (
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    DETECTOR_MODELS,
+    DetectorModel,
+    select_providers,
+)
+
+from .conftest import paint_text
+
+
+def test_the_default_detector_is_pp_ocrv6_from_the_rapidocr_wheel():
+    path = DETECTOR_MODELS[TextMaskConfig().detector].path()
+    assert path.name == "PP-OCRv6_det_small.onnx" and "rapidocr" in path.parts and path.stat().st_size > 1e6
+
+
+def test_a_missing_wheel_says_what_to_install():
+    model = DetectorModel("nowhere", "no_such_ocr_wheel", "models/x.onnx", (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(GeneratorSetupError, match="pip install no-such-ocr-wheel"):
+        model.path()
+
+
+def test_the_generator_runs_without_any_network(monkeypatch, photo):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the text generator tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    image, support = paint_text(photo, "PREVIEW 2024", (40, 40), size=30, opacity=0.7)
+    result = TextMaskGenerator(TextMaskConfig(device="cpu"))(image)
+    assert (result.hole & support).sum() > 0.8 * support.sum()
+    assert result.details["provider"] == CPU_PROVIDER and result.details["detector"] == "PP-OCRv6_det_small.onnx"
+
+
+@pytest.mark.parametrize(("device", "available", "visible", "expected"), [
+    ("auto", [CPU_PROVIDER], None, [CPU_PROVIDER]),
+    ("auto", [CUDA_PROVIDER, CPU_PROVIDER], None, [CUDA_PROVIDER, CPU_PROVIDER]),
+    ("auto", [CUDA_PROVIDER, CPU_PROVIDER], "0", [CUDA_PROVIDER, CPU_PROVIDER]),
+    # A Ray actor without num_gpus sees no device: stay on the CPU rather than fail at the first forward.
+    ("auto", [CUDA_PROVIDER, CPU_PROVIDER], "", [CPU_PROVIDER]),
+    ("cpu", [CUDA_PROVIDER, CPU_PROVIDER], "0", [CPU_PROVIDER]),
+    ("cuda", [CUDA_PROVIDER, CPU_PROVIDER], "0", [CUDA_PROVIDER, CPU_PROVIDER]),
+])
+def test_providers_follow_availability(monkeypatch, device, available, visible, expected):
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert select_providers(device, available) == expected
+
+
+def test_cuda_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.raises(GeneratorSetupError, match="onnxruntime-gpu"):
+        select_providers("cuda", [CPU_PROVIDER])
+    with pytest.raises(ValueError, match="device"):
+        TextMaskConfig(device="tpu")
+
+
+def test_large_images_are_detected_in_overlapping_full_resolution_tiles():
+    config = TextMaskConfig(max_side=1024)
+    views, scale = plan_views((2000, 3000), config)
+    assert scale == 1.0 and len(views) == 3 * 4  # 2000 / 3000 px in 1024 px tiles
+    covered = np.zeros((2000, 3000), np.int32)
+    for view in views:
+        y0, x0, y1, x1 = view.window
+        assert max(y1 - y0, x1 - x0) <= 1024 and view.size[0] % 32 == 0
+        covered[y0:y1, x0:x1] += 1
+    assert covered.min() >= 1 and covered.max() >= 2  # every pixel seen, tiles overlap
+    # Without tiling the whole picture is shrunk into one view; small photos are upscaled to min_side.
+    (single,), shrink = plan_views((2000, 3000), TextMaskConfig(max_side=1024, tile=False))
+    assert shrink < 0.5 and max(single.size) == 1024
+    (small,), grow = plan_views((321, 481), config)
+    assert grow > 1 and min(small.size) >= config.min_side - 32
+
+
+def test_passes_are_validated():
+    with pytest.raises(ValueError, match="passes"):
+        TextMaskConfig(passes=("plain", "sharpen"))
+    with pytest.raises(ValueError, match="passes"):
+        TextMaskConfig(passes=())

@@ -1,0 +1,109 @@
+"""Watermark, not scene: overlay text is masked, text that belongs to the scene is left alone (and the
+provenance says why), and a word tiled over the whole picture is found as one tiled watermark."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from pipeline.masks import OverlayRule, TextMaskConfig, TextMaskGenerator, dilate_hole
+from pipeline.masks.maskio import read_rgb
+from pipeline.masks.text_overlay import judge
+from pipeline.masks.text_tiled import find_tiled_pattern
+
+from .conftest import paint_text
+
+SAMPLES = Path(__file__).resolve().parents[3] / "samples" / "images"
+
+
+@pytest.fixture(scope="module")
+def generator() -> TextMaskGenerator:
+    return TextMaskGenerator()
+
+
+def recall(hole: np.ndarray, support: np.ndarray) -> float:
+    truth = dilate_hole(support, 4)
+    return float((hole & truth).sum() / truth.sum())
+
+
+@pytest.mark.parametrize("name", ["3096", "21077"])
+def test_scene_text_of_the_bundled_samples_is_left_alone(generator, name):
+    """The plane's tail fin (3096) and the billboards and car numbers (21077) are part of the scene."""
+    image = read_rgb(SAMPLES / f"{name}.jpg")
+    result = generator(image)
+    assert not result.hole.any(), result.details["regions"]
+    for region in result.details["regions"]:
+        assert not region["kept"] and region["reason"].startswith("scene")
+
+
+def test_scene_text_is_masked_when_the_user_asks(generator):
+    image = read_rgb(SAMPLES / "21077.jpg")
+    everything = TextMaskGenerator(TextMaskConfig(keep_scene_text=False))(image)
+    assert everything.hole.any() and everything.details["dropped"]["scene"] == 0
+    scene_only = generator(image)
+    assert scene_only.details["dropped"]["scene"] == len(everything.details["regions"])
+
+
+def _sign(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A red board with white lettering, photographed (slightly blurred), pasted into the photo."""
+    board = Image.new("RGB", (240, 96), (170, 30, 35))
+    ImageDraw.Draw(board).text((40, 26), "HOTEL", fill=(235, 235, 225), font=ImageFont.load_default(size=40))
+    board = board.filter(ImageFilter.GaussianBlur(1.2))
+    image = photo.copy()
+    image[180:276, 20:260] = np.asarray(board)
+    return image, np.zeros(photo.shape[:2], bool)
+
+
+def test_a_translucent_watermark_over_the_scene_is_kept_and_a_sign_is_not(generator, photo):
+    image, _ = _sign(photo)
+    image, watermark = paint_text(image, "© Northlight", (270, 30), size=30, opacity=0.6)
+    result = generator(image)
+    assert recall(result.hole, watermark) > 0.8
+    assert not result.hole[180:276, 20:260].any(), result.details["regions"]
+    reasons = {region["text"]: region["reason"] for region in result.details["regions"]}
+    assert any(reason.startswith("scene") for reason in reasons.values())
+    assert any(reason.startswith("overlay") for reason in reasons.values())
+
+
+def test_the_rule_is_explicit_and_configurable():
+    blend = {"neutral": 0.02, "sharpness": 0.9, "board": 0.3, "translucency": 0.3, "stroke_pixels": 500}
+    assert judge(blend, OverlayRule()).overlay
+    opaque = {**blend, "translucency": 0.0}
+    verdict = judge(opaque, OverlayRule())
+    assert not verdict.overlay and "ambiguous" in verdict.reason
+    assert judge(opaque, OverlayRule(ambiguous="overlay")).overlay
+    assert judge(opaque, OverlayRule(), tiled=True).overlay
+    lit = judge({**blend, "translucency": 1.3}, OverlayRule())
+    assert not lit.overlay and "lighting" in lit.reason
+    coloured = judge({**blend, "neutral": 0.6}, OverlayRule())
+    assert not coloured.overlay and "grey" in coloured.reason
+    with pytest.raises(ValueError):
+        TextMaskConfig(overlay={"ambiguous": "maybe"})
+    assert TextMaskConfig(overlay={"max_translucency": 0.9}).overlay.max_translucency == 0.9
+
+
+def _box(x: float, y: float, width: float, height: float) -> np.ndarray:
+    return np.array([[x, y], [x + width, y], [x + width, y + height], [x, y + height]], np.float32)
+
+
+def test_a_word_repeated_over_the_picture_is_a_tiled_pattern():
+    grid = [_box(x, y, 120, 30) for y in range(20, 600, 150) for x in range(30, 900, 220)]
+    pattern = find_tiled_pattern(grid, ["SAMPLE"] * len(grid), (640, 960))
+    assert pattern is not None and len(pattern.members) == len(grid) and pattern.text == "sample"
+    # Different words, or the same word in one corner only, are not a tiling.
+    assert find_tiled_pattern(grid[:6], ["EXIT", "HOTEL", "BAR", "OPEN", "TAXI", "BUS"], (640, 960)) is None
+    huddled = [_box(10 + 5 * i, 10 + 40 * i, 120, 30) for i in range(4)]
+    assert find_tiled_pattern(huddled, ["SAMPLE"] * 4, (2000, 3000)) is None
+
+
+def test_tiled_text_over_a_photo_is_found(generator, photo):
+    image, support = photo.copy(), np.zeros(photo.shape[:2], bool)
+    for row, y in enumerate(range(10, 300, 70)):
+        for x in range(-40 + 60 * (row % 2), 460, 160):
+            image, painted = paint_text(image, "SAMPLE", (x, y), size=26, opacity=0.5)
+            support |= painted
+    result = generator(image)
+    assert recall(result.hole, support) > 0.75
+    assert result.details["tiled"]["repeats"] >= 4
