@@ -111,7 +111,7 @@ def test_output_is_complete_typed_and_loadable_as_a_hugging_face_image_dataset(i
         if name.endswith((".png", ".bmp")):  # lossless: untouched pixels are bit-identical
             assert np.array_equal(restored[~hole], source[~hole])
         assert (row["width"], row["height"], row["status"], row["engine"]) == (64, 48, "ok", "opencv")
-        assert row["error"] is None and row["checkpoint_sha256"] is None
+        assert row["error"] is None and row["checkpoint_sha256"] is None and row["precision"] == "uint8"
         assert row["time_inpaint_s"] > 0 and row["texture_ratio"] is not None
     config = json.loads((out / "_job" / "config.json").read_text())
     assert config["config_hash"] == report.config_hash and config["resolved"]["engine"] == "opencv"
@@ -218,7 +218,7 @@ def test_mat_engine_with_random_weights_through_the_real_loader(tmp_path):
     pixels = make_image_folder(images, ["one.png", "two.png"], size=(40, 56), masks=masks)
 
     report = run_job(job_config([images], tmp_path / "out", {"method": "given", "options": {"mask_dir": str(masks)}},
-                                engine={"name": "mat", "checkpoint": str(checkpoint)}))
+                                engine={"name": "mat", "checkpoint": str(checkpoint), "dtype": "bfloat16"}))
 
     assert report.engine == "mat" and report.counts["ok"] == 2
     assert report.checkpoint_sha256 == file_sha256(checkpoint)
@@ -226,6 +226,7 @@ def test_mat_engine_with_random_weights_through_the_real_loader(tmp_path):
         restored, source = decode(row["image"]["bytes"]), pixels[row["id"]]
         hole = hole_box(40, 56)
         assert row["engine"] == "mat" and row["checkpoint_sha256"] == report.checkpoint_sha256
+        assert row["precision"] == "bfloat16"  # honoured on CPU too (it used to be forced to float32)
         assert np.array_equal(restored[~hole], source[~hole]) and not np.array_equal(restored[hole], source[hole])
 
 
