@@ -26,8 +26,9 @@ from matcore.generator import Generator, sample_latents  # noqa: E402
 from matcore.precision import NATIVE_BF16_FLAGS, cpu_flags, cpu_has_native_bf16, resolve_precision  # noqa: E402
 
 
-def cpu_seconds(fn, runs: int) -> float:
-    fn()  # warm-up: allocator, oneDNN primitive cache
+def cpu_seconds(fn, runs: int, warmup: bool = True) -> float:
+    if warmup:
+        fn()  # allocator, oneDNN primitive cache
     times = []
     for _ in range(runs):
         start = time.process_time()
@@ -45,30 +46,34 @@ def main() -> None:
     flags = sorted(flag for flag in cpu_flags() if flag in NATIVE_BF16_FLAGS or flag.startswith("avx512f"))
     print(f"# CPU capability {torch.backends.cpu.get_cpu_capability()}, flags {flags or 'no avx512/bf16'}; "
           f"native bf16: {cpu_has_native_bf16()}; auto on cpu = {resolve_precision('auto', 'cpu')}")
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    matmul = {name: cpu_seconds(lambda: a.to(dtype) @ b.to(dtype), 5)
+              for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    print(f"# matmul 1024² CPU s: fp32 {matmul['float32']:.4f}, bf16 {matmul['bfloat16']:.4f}, "
+          f"bf16/fp32 {matmul['bfloat16'] / matmul['float32']:.2f}", flush=True)
     torch.manual_seed(0)
     generator = Generator(args.resolution).eval().requires_grad_(False)
     images = torch.rand(1, 3, args.resolution, args.resolution) * 2 - 1
     masks = torch.ones(1, 1, args.resolution, args.resolution)
     masks[..., args.resolution // 4: args.resolution // 2, args.resolution // 4: args.resolution // 2] = 0
     z, k1, k2 = sample_latents([1])
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    rows = {}
+    forward_s = {}
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         autocast = (contextlib.nullcontext() if dtype == torch.float32
                     else torch.autocast("cpu", dtype=torch.bfloat16))
-        left, right = a.to(dtype), b.to(dtype)
 
         def forward() -> None:
             with torch.inference_mode(), autocast:
                 generator(images, masks, z, truncation_psi=1.0, noise_mode="const", keep_maps=(k1, k2))
 
-        rows[name] = (cpu_seconds(lambda: left @ right, 5), cpu_seconds(forward, args.runs))
+        forward_s[name] = cpu_seconds(forward, args.runs, warmup=args.runs > 1)
+        print(f"# MAT-{args.resolution} forward {name}: {forward_s[name]:.2f} CPU s", flush=True)
     print(f"\n| precision | matmul 1024² CPU s | MAT-{args.resolution} forward CPU s (1 thread) |")
     print("|---|---:|---:|")
-    for name, (matmul, forward) in rows.items():
-        print(f"| {name} | {matmul:.4f} | {forward:.2f} |")
-    print(f"| bf16 / fp32 | {rows['bfloat16'][0] / rows['float32'][0]:.2f} | "
-          f"{rows['bfloat16'][1] / rows['float32'][1]:.2f} |")
+    for name in ("float32", "bfloat16"):
+        print(f"| {name} | {matmul[name]:.4f} | {forward_s[name]:.2f} |")
+    print(f"| bf16 / fp32 | {matmul['bfloat16'] / matmul['float32']:.2f} | "
+          f"{forward_s['bfloat16'] / forward_s['float32']:.2f} |")
 
 
 if __name__ == "__main__":

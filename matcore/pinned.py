@@ -198,15 +198,8 @@ def _fetched_copy_matches(path: Path, ref: CheckpointRef) -> bool:
     pinned one and still has the pinned size."""
     if not path.is_file():
         return False
-    recorded = _read_record(path)
+    recorded = registry.recorded_sha256(path)
     return recorded == ref.sha256 and (ref.size is None or path.stat().st_size == ref.size)
-
-
-def _read_record(path: Path) -> str | None:
-    try:
-        return path.with_name(path.name + ".sha256").read_text().split()[0].lower()
-    except (OSError, IndexError):
-        return None
 
 
 def _fetch_uri(source: str, target: Path, expected: str | None) -> str:

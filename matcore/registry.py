@@ -158,6 +158,11 @@ def _mismatch(spec: KnownCheckpoint, md5: str, sha256: str, recorded: str | None
     return None
 
 
+def recorded_sha256(path: str | os.PathLike[str]) -> str | None:
+    """The sha256 recorded next to a file when it was written (`<file>.sha256`), or None."""
+    return _read_sidecar(Path(path))
+
+
 def _read_sidecar(path: Path) -> str | None:
     try:
         return _sidecar(path).read_text().split()[0].lower()

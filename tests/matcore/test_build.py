@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -83,11 +82,7 @@ def test_mat_builds_from_a_pinned_checkpoint_with_its_options_and_precision(mat2
     assert isinstance(engine, Inpainter)
     assert (engine.batch_size, engine.window_config.strategy) == (3, "crop")
     assert engine.info.dtype == "bfloat16" and engine.info.device == "cpu"  # honoured on CPU too
-    image = np.full((64, 64, 3), 120, np.uint8)
-    hole = np.zeros((64, 64), bool)
-    hole[20:30, 20:30] = True
-    (restored,) = engine.inpaint([image], [hole], [1])
-    assert restored.shape == image.shape and (restored[~hole] == image[~hole]).all()
+    # (A forward in bf16 on CPU is exercised end to end by tests/pipeline/test_job.py's MAT job.)
 
 
 def test_auto_picks_mat_when_the_checkpoint_resolves(mat256_file: Path, tmp_path: Path) -> None:
