@@ -193,3 +193,37 @@ print("torch" in sys.modules)
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_inpaint_stage_passes_its_engine_config_whole_and_records_the_precision(monkeypatch):
+    """The stage builds its engine through matcore.build with the config's device, precision and options,
+    and honours the precision on CPU (it used to force float32 there); rows record what the engine ran in."""
+    import matcore.build
+    from matcore.build import EngineKind, MatOptions
+    from matcore.classical import ClassicalInpainter
+    from matcore.engine import EngineInfo
+    from matcore.pinned import CheckpointRef
+
+    built = {}
+
+    class StandIn(ClassicalInpainter):  # MAT's interface, OpenCV's cost
+        @property
+        def info(self):
+            return EngineInfo("mat", "stand-in", built["device"], built["precision"])
+
+    def build(options, *, checkpoint, device, precision, cache_dir):
+        built.update(options=options, checkpoint=checkpoint, device=device, precision=precision, cache_dir=cache_dir)
+        return StandIn()
+
+    monkeypatch.setitem(matcore.build.engine_registry, "mat", EngineKind(build, MatOptions, needs_checkpoint=True))
+    ref = CheckpointRef("https://example.org/mat.pkl", "a" * 64)
+    config = EngineConfig(name="mat", device="cpu", dtype="bfloat16", options={"batch_size": 2}, cache_dir="/c")
+    stage = InpaintStage(config, ref)
+    assert built == {"options": MatOptions(batch_size=2), "checkpoint": ref, "device": "cpu",
+                     "precision": "bfloat16", "cache_dir": "/c"}
+
+    image = textured_image(12, 12, 5)
+    out = stage({"id": objects(["a", "b"]), "image": objects([image, image]),
+                 "hole": objects([hole_box(12, 12), np.zeros((12, 12), bool)])})
+    assert list(out["status"]) == ["ok", ""] and list(out["precision"]) == ["bfloat16", ""]
+    assert list(out["engine"]) == ["mat", ""] and out["checkpoint_sha256"][0] == "a" * 64
