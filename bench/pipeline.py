@@ -179,13 +179,14 @@ class MemorySampler:
         self._sample()
 
 
-def model_only(images_dir: Path, masks_dir: Path, engine: str, checkpoint: str | None) -> dict:
+def model_only(images_dir: Path, masks_dir: Path, engine: str, checkpoint: str | None, precision: str) -> dict:
     """Images/s of the engine alone on pre-decoded images (one call per image, like the job's actor)."""
     import torch
 
     from pipeline.imageio import decode_image
     from pipeline.masks.maskio import read_mask_file
-    from pipeline.stages import Engine, row_seed
+    from matcore.build import build_engine
+    from pipeline.stages import row_seed
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)  # what the job gives its single CPU inpainting actor
@@ -195,7 +196,7 @@ def model_only(images_dir: Path, masks_dir: Path, engine: str, checkpoint: str |
     names = sorted(p.name for p in images_dir.iterdir())
     images = [decode_image(images_dir / name).rgb for name in names]
     holes = [read_mask_file(masks_dir / (Path(name).stem + ".png")) for name in names]
-    model = Engine(engine, checkpoint)
+    model = build_engine(engine, checkpoint=checkpoint, device="cpu", precision=precision)
     model.inpaint([images[0]], [holes[0]], [0])  # warm-up (lazy init, allocator)
     start, cpu_start = time.perf_counter(), time.process_time()
     for name, image, hole in zip(names, images, holes):
@@ -206,7 +207,7 @@ def model_only(images_dir: Path, masks_dir: Path, engine: str, checkpoint: str |
 
 
 def end_to_end(images_dir: Path, masks_dir: Path, output: Path, engine: str, checkpoint: str | None,
-               shard_size: int, execution: dict | None = None) -> dict:
+               shard_size: int, execution: dict | None = None, precision: str = "auto") -> dict:
     """Images/s of run_job with Ray already up, and the job's peak memory."""
     import ray
 
@@ -223,7 +224,7 @@ def end_to_end(images_dir: Path, masks_dir: Path, output: Path, engine: str, che
         return JobConfig.from_mapping({
             "inputs": {"uris": [str(images)]}, "output": {"uri": str(out)},
             "masks": {"method": "given", "options": {"mask_dir": str(masks_dir)}},
-            "engine": {"name": engine, **({"checkpoint": checkpoint} if checkpoint else {})},
+            "engine": {"name": engine, "dtype": precision, **({"checkpoint": checkpoint} if checkpoint else {})},
             "execution": {"shard_size": shard_size, **(execution or {})},
         })
 
@@ -279,19 +280,19 @@ def _child(args: argparse.Namespace) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     images, masks = Path(args.images), Path(args.masks)
     if args.child == "model":
-        result = model_only(images, masks, args.engine, args.checkpoint)
+        result = model_only(images, masks, args.engine, args.checkpoint, args.dtype)
     else:
         result = end_to_end(images, masks, Path(args.output), args.engine, args.checkpoint, args.shard_size,
-                            json.loads(args.execution or "{}"))
+                            json.loads(args.execution or "{}"), args.dtype)
     print(json.dumps(result))
 
 
 def _measure(kind: str, engine: str, images: Path, masks: Path, work: Path, checkpoint: str | None,
-             shard_size: int, execution: str | None = None) -> dict:
+             shard_size: int, execution: str | None = None, dtype: str = "auto") -> dict:
     """Run one measurement in a fresh process (clean memory peaks, no state shared between runs)."""
     command = [sys.executable, __file__, "--child", kind, "--engine", engine, "--images", str(images),
                "--masks", str(masks), "--output", str(work / f"out-{kind}-{time.time_ns()}"),
-               "--shard-size", str(shard_size)]
+               "--shard-size", str(shard_size), "--dtype", dtype]
     if checkpoint:
         command += ["--checkpoint", checkpoint]
     if execution and kind == "e2e":
@@ -319,6 +320,8 @@ def main() -> None:
     parser.add_argument("--mat-count", type=int, default=32, help="dataset size for MAT-256 (random weights)")
     parser.add_argument("--size", default="384x512", help="OpenCV image size HxW (MAT uses 256x256)")
     parser.add_argument("--shard-size", type=int, default=10)
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="MAT precision of both the model-only and the end-to-end runs (engine.dtype)")
     parser.add_argument("--execution", help='extra job `execution` settings as JSON, e.g. \'{"inpaint_actors": 2}\'')
     parser.add_argument("--child", choices=["model", "e2e"], help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
@@ -341,9 +344,10 @@ def main() -> None:
         for engine, count, size, checkpoint in plans:
             images, masks = make_dataset(work / f"{engine}-{count}", count, size)
             # Model alone before and after the job, averaged: the machine's load drifts (shared CPUs).
-            before = _measure("model", engine, images, masks, work, checkpoint, args.shard_size)
-            e2e = _measure("e2e", engine, images, masks, work, checkpoint, args.shard_size, args.execution)
-            after = _measure("model", engine, images, masks, work, checkpoint, args.shard_size)
+            before = _measure("model", engine, images, masks, work, checkpoint, args.shard_size, dtype=args.dtype)
+            e2e = _measure("e2e", engine, images, masks, work, checkpoint, args.shard_size, args.execution,
+                           args.dtype)
+            after = _measure("model", engine, images, masks, work, checkpoint, args.shard_size, dtype=args.dtype)
             model = {key: (before[key] + after[key]) / 2 for key in ("images_per_s", "cpu_s_per_image")}
             rows.append((engine, count, size, model, e2e))
             print(f"measured {engine} × {count}", file=sys.stderr, flush=True)

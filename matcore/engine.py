@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The compute precisions an engine can be asked for; "auto" is decided per device by matcore.precision.
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
 
 @dataclass(frozen=True)
 class EngineInfo:

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 
 from matcore.engine import EngineInfo, InpaintEngine, InpaintResult, check_batch
 from matcore.generator import sample_latents
+from matcore.precision import TORCH_DTYPES
 from matcore.windows import Strategy, Window, WindowConfig, WindowPlan, plan_windows
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = TORCH_DTYPES  # name → torch dtype, from matcore.precision
 _MASK64 = (1 << 64) - 1
 
 

@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,7 +136,9 @@ def _by_hand(spec: KnownCheckpoint, target: Path) -> str:
     return f"put {spec.filename} at {target} by hand ({where})"
 
 
-def _digests(path: Path) -> tuple[str, str]:
+def file_digests(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """(md5, sha256) of a file in one pass: the one place checkpoint bytes are hashed when they are
+    checked rather than written."""
     md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
@@ -153,6 +156,11 @@ def _mismatch(spec: KnownCheckpoint, md5: str, sha256: str, recorded: str | None
     if recorded and sha256 != recorded:
         return f"sha256 {sha256}, recorded at download {recorded}"
     return None
+
+
+def recorded_sha256(path: str | os.PathLike[str]) -> str | None:
+    """The sha256 recorded next to a file when it was written (`<file>.sha256`), or None."""
+    return _read_sidecar(Path(path))
 
 
 def _read_sidecar(path: Path) -> str | None:
@@ -176,7 +184,7 @@ def verify_checkpoint_file(name_or_spec: str | KnownCheckpoint, path: str | os.P
     Raises ChecksumMismatchError on a mismatch. A file with nothing to check against passes unverified.
     """
     spec, path = _spec(name_or_spec), Path(path)
-    md5, sha256 = _digests(path)
+    md5, sha256 = file_digests(path)
     recorded = _read_sidecar(path)
     problem = _mismatch(spec, md5, sha256, recorded)
     if problem:
@@ -188,6 +196,22 @@ def verify_checkpoint_file(name_or_spec: str | KnownCheckpoint, path: str | os.P
     if not (spec.sha256 or spec.md5 or recorded):
         log.info("%s: no published checksum for %s; using it unverified (sha256 %s)", path, spec.name, sha256)
     return sha256
+
+
+def resolve_verified(path_or_name: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
+                     download: bool = False) -> tuple[Path, str]:
+    """`resolve_checkpoint` plus the file's sha256, reading the file once: the digest that verifying a
+    cached known checkpoint computes (or that a download computed while writing) is the one returned."""
+    candidate = Path(path_or_name).expanduser()
+    if candidate.is_file():
+        return candidate, file_digests(candidate)[1]
+    name = str(path_or_name)
+    target = cached_path(name, cache_dir) if name in KNOWN_CHECKPOINTS else None
+    if target is not None and not target.is_file() and download and _spec(name).url:
+        path = download_checkpoint(name, cache_dir)
+        return path, _read_sidecar(path) or file_digests(path)[1]
+    path = resolve_checkpoint(path_or_name, cache_dir, download=False, verify=False)
+    return path, verify_checkpoint_file(name, path)
 
 
 def resolve_checkpoint(
@@ -249,11 +273,13 @@ def download_checkpoint(
     url: str | None = None,
     timeout: float = 10.0,
     progress: bool = True,
+    expected_sha256: str | None = None,
 ) -> Path:
     """Download a known checkpoint into the cache, verify it, and move it into place atomically.
 
     `url` overrides the registry's URL (mirrors, tests). `timeout` bounds connecting and each read, so
-    an offline machine fails in seconds. On any failure nothing is left in the cache under the real name
+    an offline machine fails in seconds. `expected_sha256` adds a digest to check on top of the published
+    ones (the one a job's driver pinned). On any failure nothing is left in the cache under the real name
     and CheckpointUnavailableError (ChecksumMismatchError for a bad checksum) says how to provide the
     file by hand.
     """
@@ -264,53 +290,83 @@ def download_checkpoint(
         raise CheckpointUnavailableError(
             f"checkpoint '{spec.name}' has no direct download link: {_by_hand(spec, target)}"
         )
+
+    def check(md5: str, sha256: str) -> str | None:
+        problem = _mismatch(spec, md5, sha256)
+        if problem is None and expected_sha256 and sha256 != expected_sha256.lower():
+            problem = f"sha256 {sha256}, expected {expected_sha256}"
+        return problem
+
+    sha256 = download_verified(source, target, check, label=f"'{spec.name}'", hint=_by_hand(spec, target),
+                               timeout=timeout, progress=progress)
+    if not (spec.sha256 or spec.md5 or expected_sha256):
+        log.warning("%s: no published checksum to verify against; recorded sha256 %s", target, sha256)
+    return target
+
+
+DigestCheck = Callable[[str, str], "str | None"]
+
+
+def download_verified(url: str, target: Path, check: DigestCheck, *, label: str, hint: str,
+                      timeout: float = 10.0, progress: bool = True) -> str:
+    """Download `url` to `target` atomically; returns the file's sha256.
+
+    The bytes go to a temp file beside `target`, hashed as they arrive; `check(md5, sha256)` returns
+    None to accept them or a description of the mismatch, and only an accepted, complete file is moved
+    into place (with its `.sha256` record). Failures raise CheckpointUnavailableError
+    (ChecksumMismatchError for a mismatch) whose message names `label` and ends with `hint`.
+    """
+    def chunks() -> Iterator[bytes]:
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": "matpipe"})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                meter = _Progress(f"downloading {target.name}", total, progress)
+                done = 0
+                while chunk := response.read(_CHUNK):
+                    done += len(chunk)
+                    meter.update(done)
+                    yield chunk
+                meter.update(done, final=True)
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                reason = f"HTTP {exc.code} {exc.reason}"
+            else:
+                reason = getattr(exc, "reason", None) or exc
+            raise CheckpointUnavailableError(f"could not download {label} from {url} ({reason}): {hint}") from None
+        if total is not None and done != total:
+            raise CheckpointUnavailableError(
+                f"download of {label} from {url} stopped after {done} of {total} bytes: {hint}")
+
+    return write_verified(chunks(), target, check, label=f"download of {label} from {url}", hint=hint)
+
+
+def write_verified(chunks: Iterable[bytes], target: Path, check: DigestCheck, *, label: str, hint: str) -> str:
+    """Write `chunks` to `target` atomically if `check(md5, sha256)` accepts them; returns the sha256.
+
+    What `download_verified` does once the bytes arrive, for any source of bytes (an object store, a
+    shared file system). Nothing is left under `target`'s name unless the whole file passed.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
-            try:
-                request = urllib.request.Request(source, headers={"User-Agent": "matpipe"})
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                    meter = _Progress(f"downloading {spec.filename}", total, progress)
-                    done = 0
-                    while chunk := response.read(_CHUNK):
-                        out.write(chunk)
-                        md5.update(chunk)
-                        sha256.update(chunk)
-                        done += len(chunk)
-                        meter.update(done)
-                    meter.update(done, final=True)
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
-                if isinstance(exc, urllib.error.HTTPError):
-                    reason = f"HTTP {exc.code} {exc.reason}"
-                else:
-                    reason = getattr(exc, "reason", None) or exc
-                raise CheckpointUnavailableError(
-                    f"could not download '{spec.name}' from {source} ({reason}): {_by_hand(spec, target)}"
-                ) from None
-            if total is not None and done != total:
-                raise CheckpointUnavailableError(
-                    f"download of '{spec.name}' from {source} stopped after {done} of {total} bytes: "
-                    + _by_hand(spec, target)
-                )
+            for chunk in chunks:
+                out.write(chunk)
+                md5.update(chunk)
+                sha256.update(chunk)
             out.flush()
             os.fsync(out.fileno())
-        problem = _mismatch(spec, md5.hexdigest(), sha256.hexdigest())
+        problem = check(md5.hexdigest(), sha256.hexdigest())
         if problem:
-            raise ChecksumMismatchError(
-                f"download of '{spec.name}' from {source} failed verification ({problem}); nothing was kept: "
-                + _by_hand(spec, target)
-            )
+            raise ChecksumMismatchError(f"{label} failed verification ({problem}); nothing was kept: {hint}")
         _sidecar(target).unlink(missing_ok=True)  # a record of an earlier file must not outlive it
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _write_sidecar(target, sha256.hexdigest())
-    if not (spec.sha256 or spec.md5):
-        log.warning("%s: no published checksum to verify against; recorded sha256 %s", target, sha256.hexdigest())
-    return target
+    return sha256.hexdigest()

@@ -117,19 +117,27 @@ class MaskConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Which inpainting engine fills the holes.
+    """Which inpainting engine fills the holes (built by matcore.build on every inpainting actor).
 
     Attributes:
         name: "mat" (the MAT network), "opencv" (classical, no weights), or "auto": MAT when the
             checkpoint resolves, else OpenCV with a loud warning in the log and the job report.
-        checkpoint: a checkpoint file or a known registry name (see `matpipe weights list`).
-        cache_dir: where registry checkpoints are cached (None = matcore's default).
+        checkpoint: a known registry name (see `matpipe weights list`), a path, or a URI (`file://`,
+            `http(s)://`, `s3://`, `gs://`, any fsspec URL). The driver pins it to its sha256 once; each
+            node fetches it into its own cache and refuses a copy with another sha256.
+        checkpoint_sha256: the checkpoint's sha256, when known: the driver then pins a remote checkpoint
+            without downloading it (each node still checks its copy against it).
+        cache_dir: where checkpoints are cached on every node (None = each node's default:
+            `$MATPIPE_CACHE_DIR`, else `~/.cache/matpipe/checkpoints`).
         device: "auto" = CUDA when the actor was given a GPU, else CPU.
-        dtype: compute precision of MAT on GPU ("float32" on CPU whatever is set here).
+        dtype: compute precision of MAT, honoured on every device; "auto" = bfloat16 on CUDA and on CPUs
+            that compute bf16 natively (avx512_bf16 / AMX), float32 elsewhere (see matcore.precision).
+            The precision actually used is recorded in each row's `precision` column.
         seed: base seed; each row's seed is derived from it and the row id, so a row's result does not
             depend on its shard, batch or rerun.
-        options: extra keyword arguments for the engine (e.g. MAT `truncation_psi`, `batch_size`;
-            OpenCV `method`, `radius`).
+        options: the engine's own settings, validated up front (matcore.build: MAT `strategy`,
+            `context`, `margin`, `batch_size`, `truncation_psi`; OpenCV `method`, `radius`). Under
+            "auto" they are MAT's; an OpenCV fallback runs with OpenCV's defaults.
         batch_across_images: let one model forward mix the windows of the images of one group (see
             `execution.batch_size.inpaint`; much faster on GPUs). Batched kernels round with the batch's
             make-up, and the job makes that a function of the shard, so a resumed or retried shard is
@@ -138,18 +146,33 @@ class EngineConfig:
 
     name: Literal["auto", "mat", "opencv"] = "auto"
     checkpoint: str = "places512"
+    checkpoint_sha256: str | None = None
     cache_dir: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     batch_across_images: bool = True
 
     def validate(self, path: str) -> None:
+        from matcore.build import EngineOptionError, engine_options
+
         if self.name != "opencv" and not self.checkpoint.strip():
-            _fail(f"{path}.checkpoint", "a checkpoint file or registry name is required for MAT")
+            _fail(f"{path}.checkpoint", "a checkpoint registry name, path or URI is required for MAT")
+        if self.checkpoint_sha256 is not None and not (
+                len(self.checkpoint_sha256) == 64 and all(c in "0123456789abcdef" for c in self.checkpoint_sha256.lower())):
+            _fail(f"{path}.checkpoint_sha256", f"expected 64 hexadecimal digits, got {self.checkpoint_sha256!r}")
         if self.seed < 0:
             _fail(f"{path}.seed", f"must be >= 0, got {self.seed}")
+        try:
+            engine_options(self.options_engine, self.options)
+        except EngineOptionError as exc:
+            _fail(f"{path}.options.{exc.option}" if exc.option else f"{path}.options", exc.reason)
+
+    @property
+    def options_engine(self) -> str:
+        """The engine whose options `options` are ("auto" means MAT's)."""
+        return "mat" if self.name == "auto" else self.name
 
 
 @dataclass(frozen=True)

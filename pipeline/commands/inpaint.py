@@ -33,8 +33,6 @@ if TYPE_CHECKING:  # matcore pulls in torch, the writer pyarrow: only load them 
     from matcore.engine import InpaintEngine
     from pipeline.output.root import OutputRoot
 
-ENGINES = ("auto", "mat", "opencv")
-DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_CHECKPOINT = "places512"
 IO_THREADS = 4
 
@@ -71,6 +69,9 @@ class RunReport:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from matcore.build import engine_registry
+    from matcore.engine import PRECISIONS
+
     parser = subparsers.add_parser(
         "inpaint", help="restore a folder of images with given masks (MAT or OpenCV)", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -79,15 +80,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mask", required=True, type=Path,
                         help="a folder of masks mirroring the image tree (same stems), or one mask for all images")
     parser.add_argument("--output", required=True, type=Path, help="output folder (mirrors the input tree)")
-    parser.add_argument("--engine", choices=ENGINES, default="auto",
+    parser.add_argument("--engine", choices=("auto", *engine_registry), default="auto",
                         help="mat, opencv, or auto (default): MAT when the checkpoint is available, else OpenCV "
                              "with a warning")
     parser.add_argument("--checkpoint", default=None,
-                        help=f"MAT checkpoint file or known name (default {DEFAULT_CHECKPOINT}; only the default may "
+                        help="MAT checkpoint: a known name, a file, or a URI (file://, http(s)://, s3://, gs://) "
+                             f"(default {DEFAULT_CHECKPOINT}; only the default may "
                              "fall back to OpenCV under --engine auto)")
     parser.add_argument("--cache-dir", default=None, help="where known checkpoints are cached")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="MAT compute precision")
+    parser.add_argument("--dtype", choices=PRECISIONS, default="auto",
+                        help="MAT compute precision; auto (default): bfloat16 on CUDA and on CPUs with native bf16 "
+                             "(avx512_bf16/AMX), else float32")
     parser.add_argument("--batch-size", type=int, default=4, help="MAT windows per forward, images per step")
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed; each image's seed is derived from it and the image's relative path")
@@ -176,37 +180,33 @@ def _resized_warning(mask_shape: Sequence[int], image_shape: Sequence[int]) -> s
 
 
 def build_engine(args: argparse.Namespace) -> tuple[InpaintEngine, str | None]:
-    """(the engine, the fallback warning when --engine auto could not use MAT).
+    """(the engine, the fallback warning when --engine auto could not use MAT), built by matcore.build.
 
     Only a missing default checkpoint falls back to OpenCV: a checkpoint the user named must exist.
     """
-    from matcore.classical import ClassicalInpainter
+    from matcore.build import build_engine as build, choose_engine
+    from matcore.registry import CheckpointUnavailableError
 
-    if args.engine == "opencv":
-        return ClassicalInpainter(method=args.opencv_method), None
-    from matcore.registry import CheckpointUnavailableError, resolve_checkpoint
-
+    options = {"mat": {"strategy": args.strategy, "batch_size": args.batch_size},
+               "opencv": {"method": args.opencv_method}}
     try:
-        checkpoint = resolve_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, cache_dir=args.cache_dir)
+        choice = choose_engine(args.engine, args.checkpoint or DEFAULT_CHECKPOINT, cache_dir=args.cache_dir,
+                               allow_fallback=args.checkpoint is None)
     except CheckpointUnavailableError as exc:
-        if args.engine == "mat" or args.checkpoint is not None:
-            raise SetupError(f"no MAT checkpoint: {exc}") from exc
-        warning = (f"WARNING: MAT checkpoint unavailable ({exc}). FALLING BACK TO THE OPENCV ENGINE "
+        raise SetupError(f"no MAT checkpoint: {exc}") from exc
+    warning = None
+    if choice.fallback_reason:
+        warning = (f"WARNING: MAT checkpoint unavailable ({choice.fallback_reason}). FALLING BACK TO THE OPENCV ENGINE "
                    f"({args.opencv_method}): a classical baseline, not MAT. Provide the checkpoint, or pass "
                    "--engine opencv to choose it explicitly.")
-        return ClassicalInpainter(method=args.opencv_method), warning
-
-    import torch
-
-    from matcore import Inpainter, load_generator
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
-        generator = load_generator(checkpoint, device)
-        return Inpainter(generator, device=device, dtype=args.dtype, strategy=args.strategy,
-                         batch_size=args.batch_size), None
+        return build(choice.name, options[choice.name], checkpoint=choice.checkpoint, device=args.device,
+                     precision=args.dtype, cache_dir=args.cache_dir), warning
+    except (CheckpointUnavailableError, ValueError) as exc:
+        raise SetupError(f"cannot build the {choice.name} engine: {exc}") from exc
     except Exception as exc:  # a corrupt or foreign file: the run cannot start, and must not fall back silently
-        raise SetupError(f"cannot load MAT checkpoint {checkpoint}: {exc}") from exc
+        raise SetupError(f"cannot load MAT checkpoint {choice.checkpoint.source if choice.checkpoint else ''}: "
+                         f"{exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------------ run

@@ -151,11 +151,8 @@ def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
     dataset = dataset.map_batches(
         GroupStage, batch_size=1, compute=pool(resources.inpaint_pool),
         fn_constructor_kwargs={"stage": InpaintStage, "kwargs": {
-            "engine": plan.engine.name, "checkpoint": plan.engine.checkpoint_path,
-            "checkpoint_sha256": plan.engine.checkpoint_sha256, "device": config.engine.device,
-            "dtype": config.engine.dtype, "options": config.engine.options, "threads": resources.inpaint_threads,
-            "base_seed": config.engine.seed, "batch_across_images": config.engine.batch_across_images,
-            "fault_injection": fault_injection}},
+            "config": plan.engine.stage_config(config.engine), "checkpoint": plan.engine.checkpoint,
+            "threads": resources.inpaint_threads, "fault_injection": fault_injection}},
         num_cpus=resources.inpaint_cpus * resources.cpu_scale, num_gpus=resources.gpus_per_actor or None,
         **actor_args,
     )

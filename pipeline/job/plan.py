@@ -86,7 +86,7 @@ def load_or_create_plan(config: JobConfig, engine: ResolvedEngine, root: OutputR
         root.write_bytes(LISTING_FILE, buffer.getvalue())
         root.write_json(CONFIG_FILE, {
             "config": config.to_dict(), "config_hash": config_hash,
-            "resolved": {"engine": engine.name, "checkpoint": engine.checkpoint_path,
+            "resolved": {"engine": engine.name, "checkpoint": engine.checkpoint_source,
                          "checkpoint_sha256": engine.checkpoint_sha256},
             "canonical_content": json.loads(canonical_json(config.content_dict())),
         })

@@ -38,6 +38,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("status", pa.string()),         # ok | failed | skipped
         ("error", pa.string()),          # why a row failed or was skipped; null when ok
         ("engine", pa.string()),
+        ("precision", pa.string()),      # what the engine computed in: float32, bfloat16, ... (uint8: OpenCV)
         ("checkpoint_sha256", pa.string()),
         ("seed", pa.int64()),
         ("width", pa.int32()),

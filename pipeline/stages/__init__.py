@@ -13,6 +13,7 @@ Columns (all optional ones are created when missing, so `read_binary_files` outp
     image, alpha, format      decoded uint8 H×W×3 RGB, H×W alpha (0×0 when none), input format
     hole, hole_ratio, ...     bool H×W hole mask (True = remove) and its provenance
     restored                  uint8 H×W×3 after inpainting (pixels outside the hole unchanged)
+    engine, precision, ...    what inpainted the row: engine, compute precision, checkpoint sha256, seed
     image_bytes, mask         the encoded output image (input's format) and the PNG mask
     image_write, _note        how image_bytes was written (spliced | reencoded | encoded | copied), and why
     time_<stage>_s            seconds each stage spent on the row (batched stages: shared evenly)
@@ -21,7 +22,7 @@ Columns (all optional ones are created when missing, so `read_binary_files` outp
     ds = ds.map_batches(DecodeStage())
     ds = ds.map_batches(MaskStage, fn_constructor_kwargs={"method": "text"},
                         compute=ray.data.ActorPoolStrategy(size=1), batch_size=8)
-    ds = ds.map_batches(InpaintStage, fn_constructor_kwargs={"engine": "opencv"},
+    ds = ds.map_batches(InpaintStage, fn_constructor_kwargs={"config": EngineConfig(name="opencv")},
                         compute=ray.data.ActorPoolStrategy(size=1), batch_size=4)
     ds = ds.map_batches(EncodeStage())
 """
@@ -47,13 +48,14 @@ from pipeline.stages.common import (
 from pipeline.stages.decode import DecodeStage, decode_bytes
 from pipeline.stages.encode import EncodeStage, encode_mask, encode_restored, encode_rgb
 from pipeline.stages.fetch import FetchStage
-from pipeline.stages.inpaint import Engine, InpaintStage
+from pipeline.stages.inpaint import InpaintStage
 from pipeline.stages.mask import DETECTING_METHODS, MaskStage, build_mask_generator, consistent_fit_options
 from pipeline.stages.metrics import MetricsStage
 
 __all__ = [
     "FAILED", "FAULT_INJECTION_ENV", "NO_ALPHA", "NO_HOLE", "NO_IMAGE", "OK", "PENDING", "SKIPPED", "Batch",
-    "DETECTING_METHODS", "DecodeStage", "EncodeStage", "Engine", "FetchStage", "InpaintStage", "MaskStage",
-    "MetricsStage", "build_mask_generator", "consistent_fit_options", "decode_bytes", "encode_mask", "encode_restored", "encode_rgb",
+    "DETECTING_METHODS", "DecodeStage", "EncodeStage", "FetchStage", "InpaintStage", "MaskStage",
+    "MetricsStage", "build_mask_generator", "consistent_fit_options", "decode_bytes", "encode_mask",
+    "encode_restored", "encode_rgb",
     "ensure_row_columns", "objects", "row_count", "row_seed", "run_stages", "stage_error", "text",
 ]

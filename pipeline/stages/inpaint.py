@@ -1,8 +1,9 @@
-"""Inpaint stage: fills each row's hole with an engine (MAT or OpenCV), one model per actor."""
+"""Inpaint stage: fills each row's hole with an engine (MAT or OpenCV) from matcore.build, one per actor."""
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import traceback
 import uuid
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from matcore.pinned import CheckpointRef
+from pipeline.config import EngineConfig
 from pipeline.stages.common import (
     NO_IMAGE,
     OK,
@@ -30,33 +33,13 @@ from pipeline.stages.common import (
 log = logging.getLogger(__name__)
 
 
-class Engine:
-    """An inpainting engine behind one call: `inpaint(images, holes, seeds) -> restored images`."""
-
-    def __init__(self, name: str, checkpoint: str | None = None, *, device: str = "cpu", dtype: str = "float32",
-                 options: Mapping[str, Any] | None = None) -> None:
-        self.name = name
-        options = dict(options or {})
-        if name == "mat":
-            import torch
-
-            from matcore import load_generator
-            from matcore.inpainter import Inpainter
-
-            if checkpoint is None:
-                raise ValueError("the MAT engine needs a checkpoint")
-            generator = load_generator(checkpoint, device)
-            self._impl = Inpainter(generator, device=torch.device(device), dtype=getattr(torch, dtype), **options)
-        elif name == "opencv":
-            from matcore.classical import ClassicalInpainter
-
-            self._impl = ClassicalInpainter(**options)
-        else:
-            raise ValueError(f"unknown engine {name!r} (expected 'mat' or 'opencv')")
-
-    def inpaint(self, images: list[np.ndarray], holes: list[np.ndarray], seeds: list[int]) -> list[np.ndarray]:
-        return list(self._impl.inpaint(images, holes, seeds=seeds))
-
+def limit_threads(threads: int) -> None:
+    """Bound the compute threads of the libraries the engine uses (those this process has imported): on a
+    CPU node several actors and the decode/encode tasks share the cores."""
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _exit_once(marker: str) -> None:
@@ -79,13 +62,18 @@ def _record_load(folder: str) -> None:
 
 
 class InpaintStage:
-    """Fills each pending row's hole with the engine (model loaded once per actor).
+    """Fills each pending row's hole with the engine, built once per actor by matcore.build.
 
-    `engine` is "mat" (with `checkpoint`) or "opencv". Each row uses its own seed (`seed` column, else
-    derived from the id). Rows go to the engine one image per call (its windows still batch together),
-    which keeps outputs independent of how rows are batched; `batch_across_images` sends the whole batch
-    in one call instead (GPU throughput) and falls back to one by one when that call fails, so only
-    the culprit row fails. `threads` bounds torch/OpenCV threads on CPU actors.
+    `config` is the job's engine section, passed whole: its name ("mat" or "opencv"; "auto" is decided
+    here when no `checkpoint` is given), device, precision (`dtype`), options, base seed and
+    `batch_across_images`. `checkpoint` is the driver's pinned checkpoint: each actor fetches it into
+    its own node's cache (`config.cache_dir`, else the node's default) and checks its sha256.
+    Each row uses its own seed (`seed` column, else derived from the id) and records the engine, the
+    precision it ran in and the checkpoint's sha256. Rows go to the engine one image per call (its
+    windows still batch together), which keeps outputs independent of how rows are batched;
+    `batch_across_images` sends the whole batch in one call instead (GPU throughput) and falls back to
+    one by one when that call fails, so only the culprit row fails. `threads` bounds torch/OpenCV
+    threads on CPU actors.
     `fault_injection` is a test and bench hook: {"exit_once_marker": path} kills the actor process the
     first time a batch arrives (once per marker file), {"delay_s": x} slows every batch down by x seconds
     and {"delay_per_row_s": x} by x per row of the batch (a simulated model of fixed latency), with
@@ -93,38 +81,36 @@ class InpaintStage:
     {"count_loads_dir": path} leaves one file there per engine built (to count model loads).
     """
 
-    def __init__(self, engine: str, checkpoint: str | None = None, *, checkpoint_sha256: str = "",
-                 device: str = "auto", dtype: str = "float32", options: Mapping[str, Any] | None = None,
-                 threads: int | None = None, base_seed: int = 0, batch_across_images: bool = False,
-                 fault_injection: Mapping[str, Any] | None = None) -> None:
-        if threads:
-            import cv2
+    def __init__(self, config: EngineConfig | None = None, checkpoint: CheckpointRef | None = None, *,
+                 threads: int | None = None, fault_injection: Mapping[str, Any] | None = None) -> None:
+        from matcore.build import EngineChoice, build_engine, choose_engine
 
-            cv2.setNumThreads(threads)
-        if engine == "mat":
-            import torch
-
-            if threads:
-                torch.set_num_threads(threads)
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            if device == "cpu":
-                dtype = "float32"  # bf16/fp16 on CPU is slower and less exact
-        else:
-            device = "cpu"
-        self.batch_across_images = batch_across_images
-        self.engine_name = engine
-        self.checkpoint_sha256 = checkpoint_sha256
-        self.base_seed = base_seed
+        config = config if config is not None else EngineConfig()
+        if checkpoint is not None:
+            choice = EngineChoice("mat" if config.name == "auto" else config.name, checkpoint)
+        else:  # used on its own, not by the job: decide here what the driver would have
+            choice = choose_engine(config.name, config.checkpoint, cache_dir=config.cache_dir,
+                                   checkpoint_sha256=config.checkpoint_sha256)
+            if choice.warning:
+                log.warning(choice.warning)
+        self.config = config
+        self.batch_across_images = config.batch_across_images
+        self.base_seed = config.seed
+        self.checkpoint_sha256 = choice.checkpoint.sha256 if choice.checkpoint else ""
         self.fault_injection = dict(fault_injection or {})
-        self.engine = Engine(engine, checkpoint, device=device, dtype=dtype, options=options)
+        options = config.options if config.options_engine == choice.name else {}
+        self.engine = build_engine(choice.name, options, checkpoint=choice.checkpoint, device=config.device,
+                                   precision=config.dtype, cache_dir=config.cache_dir)
+        self.info = self.engine.info  # engine name, device and the precision actually used
+        if threads:
+            limit_threads(threads)
         if self.fault_injection.get("count_loads_dir"):
             _record_load(str(self.fault_injection["count_loads_dir"]))
 
     def _inpaint(self, images: list[np.ndarray], holes: list[np.ndarray], seeds: list[int]) -> list[Any]:
         if self.batch_across_images and len(images) > 1:
             try:
-                return self.engine.inpaint(images, holes, seeds)
+                return list(self.engine.inpaint(images, holes, seeds))
             except Exception:  # noqa: BLE001 - retry row by row so one bad row does not fail the batch
                 log.debug("batch inpaint failed, retrying rows one by one:\n%s", traceback.format_exc())
         results: list[Any] = []
@@ -151,6 +137,7 @@ class InpaintStage:
         rows = row_count(batch)
         restored = object_column(batch, "restored", NO_IMAGE)
         engines, shas = object_column(batch, "engine", ""), object_column(batch, "checkpoint_sha256", "")
+        precisions = object_column(batch, "precision", "")
         seeds = (np.asarray(batch["seed"], np.int64).copy() if "seed" in batch else
                  np.array([row_seed(self.base_seed, text(i)) for i in batch["id"]], np.int64))
         times = float_column(batch, "time_inpaint_s")
@@ -164,8 +151,9 @@ class InpaintStage:
                 fail_row(batch, index, stage_error("inpaint", output))
                 continue
             restored[index] = np.ascontiguousarray(output, dtype=np.uint8)
-            engines[index], shas[index] = self.engine_name, self.checkpoint_sha256
+            engines[index], precisions[index], shas[index] = self.info.engine, self.info.dtype, self.checkpoint_sha256
             batch["status"][index] = OK
-        batch.update(restored=restored, engine=engines, checkpoint_sha256=shas, seed=seeds, time_inpaint_s=times)
+        batch.update(restored=restored, engine=engines, precision=precisions, checkpoint_sha256=shas, seed=seeds,
+                     time_inpaint_s=times)
         assert row_count(batch) == rows
         return batch

@@ -60,3 +60,40 @@ def test_partial_conv_over_an_all_hole_window_stays_finite(dtype):
     assert torch.isfinite(out).all()
     assert float(update[0, 0, 8, 8]) == 0.0 and float(update[0, 0, 0, 0]) == 1.0
     assert torch.equal(out[..., 6:10, 6:10], torch.zeros_like(out[..., 6:10, 6:10]))
+
+
+# ------------------------------------------------------------------------------------------------ "auto"
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    from matcore import precision
+
+    assert precision._native_bf16("AVX512", frozenset({"avx512f", "avx512_bf16"}))
+    assert precision._native_bf16("AVX512", frozenset({"amx_bf16", "amx_tile"}))
+    assert not precision._native_bf16("AVX512", frozenset({"avx512f"}))  # AVX-512 without bf16 dot products
+    assert not precision._native_bf16("AVX2", frozenset({"avx512_bf16"}))  # kernels held at AVX2: emulated
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_precision("auto", "cpu") == "float32"
+    # An explicit choice is honoured on every device.
+    for name in ("float32", "bfloat16", "float16"):
+        assert precision.resolve_precision(name, "cpu") == name
+
+
+def test_cpu_flags_come_from_proc_cpuinfo(tmp_path):
+    from matcore.precision import cpu_flags
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_auto_precision_on_cuda_follows_bf16_support(monkeypatch):
+    from matcore import precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision.resolve_precision("auto", "cuda") == "bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert precision.resolve_precision("auto", "cuda:1") == "float32"

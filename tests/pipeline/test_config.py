@@ -49,6 +49,14 @@ def test_yaml_and_json_files_give_equal_configs(tmp_path):
         ({"output": {"uri": "o", "jpeg_tables": "medium"}}, "output.jpeg_tables: expected 'high' or 'source'"),
         ({"execution": {"ray_address": "nowhere"}}, "execution.ray_address: expected 'auto'"),
         ({"metrics": {"enabled": "yes"}}, "metrics.enabled: expected true or false"),
+        ({"engine": {"options": {"batchsize": 8}}}, "engine.options.batchsize: unknown option for engine 'mat'"),
+        ({"engine": {"options": {"batch_size": 0}}}, "engine.options.batch_size: must be in [1, 1024], got 0"),
+        ({"engine": {"options": {"strategy": "tile"}}}, "engine.options.strategy: expected 'auto' or 'crop'"),
+        ({"engine": {"name": "opencv", "options": {"radius": "3"}}}, "engine.options.radius: expected int, got '3'"),
+        ({"engine": {"name": "opencv", "options": {"batch_size": 4}}},
+         "engine.options.batch_size: unknown option for engine 'opencv' (valid: method, radius)"),
+        ({"engine": {"dtype": "float64"}}, "engine.dtype: expected 'auto' or 'float32'"),
+        ({"engine": {"checkpoint_sha256": "abc"}}, "engine.checkpoint_sha256: expected 64 hexadecimal digits"),
     ],
 )
 def test_bad_values_fail_up_front_naming_the_field(tmp_path, change, message):
@@ -87,11 +95,11 @@ def test_hash_follows_what_changes_the_output_only(tmp_path):
 
 
 def test_canonical_json_is_stable_and_sorted(tmp_path):
-    config = JobConfig.from_mapping(minimal(tmp_path, engine={"options": {"b": 1, "a": 2}}))
+    config = JobConfig.from_mapping(minimal(tmp_path, engine={"options": {"truncation_psi": 1, "batch_size": 2}}))
     text = config.canonical_json()
     assert text == JobConfig.from_mapping(json.loads(text)).canonical_json()
     assert " " not in text.replace(str(tmp_path), "")
-    assert text.index('"a":2') < text.index('"b":1')
+    assert text.index('"batch_size":2') < text.index('"truncation_psi":1')
 
 
 def test_replace_keeps_the_other_fields_and_validates(tmp_path):

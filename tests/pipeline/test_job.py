@@ -111,7 +111,7 @@ def test_output_is_complete_typed_and_loadable_as_a_hugging_face_image_dataset(i
         if name.endswith((".png", ".bmp")):  # lossless: untouched pixels are bit-identical
             assert np.array_equal(restored[~hole], source[~hole])
         assert (row["width"], row["height"], row["status"], row["engine"]) == (64, 48, "ok", "opencv")
-        assert row["error"] is None and row["checkpoint_sha256"] is None
+        assert row["error"] is None and row["checkpoint_sha256"] is None and row["precision"] == "uint8"
         assert row["time_inpaint_s"] > 0 and row["texture_ratio"] is not None
     config = json.loads((out / "_job" / "config.json").read_text())
     assert config["config_hash"] == report.config_hash and config["resolved"]["engine"] == "opencv"
@@ -210,6 +210,7 @@ def test_mat_engine_with_random_weights_through_the_real_loader(tmp_path):
 
     from matcore import Generator
     from matcore.checkpoints import file_sha256
+    from matcore.precision import resolve_precision
 
     torch.manual_seed(0)
     checkpoint = tmp_path / "random-mat-256.safetensors"
@@ -226,6 +227,7 @@ def test_mat_engine_with_random_weights_through_the_real_loader(tmp_path):
         restored, source = decode(row["image"]["bytes"]), pixels[row["id"]]
         hole = hole_box(40, 56)
         assert row["engine"] == "mat" and row["checkpoint_sha256"] == report.checkpoint_sha256
+        assert row["precision"] == resolve_precision("auto", "cpu")  # float32 on a CPU without native bf16
         assert np.array_equal(restored[~hole], source[~hole]) and not np.array_equal(restored[hole], source[hole])
 
 

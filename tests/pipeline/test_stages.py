@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.config import EngineConfig
 from pipeline.stages import (
     DecodeStage,
     EncodeStage,
@@ -71,7 +72,7 @@ def test_inpaint_fills_only_the_hole_and_passes_other_rows_through(tmp_path):
               "broken.png": b"\x89PNG broken"}
     batch = MaskStage("given", {"mask_dir": str(masks)})(DecodeStage()(batch_of(images)))
 
-    out = InpaintStage("opencv")(batch)
+    out = InpaintStage(EngineConfig(name="opencv"))(batch)
 
     assert list(out["status"]) == ["ok", "ok", "failed"]
     for index in (0, 1):
@@ -79,6 +80,7 @@ def test_inpaint_fills_only_the_hole_and_passes_other_rows_through(tmp_path):
         assert np.array_equal(out["restored"][index][~hole], out["image"][index][~hole])
         assert not np.array_equal(out["restored"][index][hole], out["image"][index][hole])
     assert list(out["engine"][:2]) == ["opencv", "opencv"] and out["engine"][2] == ""
+    assert list(out["precision"]) == ["uint8", "uint8", ""]
     assert list(out["seed"]) == [row_seed(0, name) for name in images]
     assert out["error"][2].startswith("decode:")  # untouched by the later stage
 
@@ -88,7 +90,7 @@ def test_a_row_the_engine_rejects_fails_alone():
     batch = {"id": objects(["fine", "mismatched"]), "image": objects([image, image]),
              "hole": objects([hole_box(12, 12), hole_box(6, 6)])}
 
-    out = InpaintStage("opencv", batch_across_images=True)(batch)
+    out = InpaintStage(EngineConfig(name="opencv", batch_across_images=True))(batch)
 
     assert list(out["status"]) == ["ok", "failed"]
     assert "differs from its image" in out["error"][1]
@@ -100,7 +102,7 @@ def test_encode_keeps_the_input_format_alpha_and_writes_a_white_hole_png(tmp_pat
     masks = tmp_path / "masks"
     for name in images:
         write_mask((masks / name).with_suffix(".png"), hole_box(20, 24))
-    stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(masks)}), InpaintStage("opencv"),
+    stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(masks)}), InpaintStage(EngineConfig(name="opencv")),
               MetricsStage(), EncodeStage()]
 
     out = run_stages(batch_of(images), stages)
@@ -120,8 +122,8 @@ def test_encode_keeps_the_input_format_alpha_and_writes_a_white_hole_png(tmp_pat
 def test_encode_quantises_reencoded_jpegs_as_asked(tmp_path, jpeg_tables):
     source = encode(textured_image(40, 48, 8), "JPEG", quality=70)
     write_mask(tmp_path / "masks" / "photo.png", hole_box(40, 48))
-    stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(tmp_path / "masks")}), InpaintStage("opencv"),
-              EncodeStage(jpeg_tables, jpeg="reencode")]
+    stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(tmp_path / "masks")}),
+              InpaintStage(EngineConfig(name="opencv")), EncodeStage(jpeg_tables, jpeg="reencode")]
 
     out = run_stages(batch_of({"photo.jpg": source}), stages)
 
@@ -149,7 +151,7 @@ def test_stages_compose_in_a_users_own_ray_data_pipeline(ray_session, tmp_path):
     dataset = dataset.map_batches(MaskStage, fn_constructor_kwargs={"method": "given",
                                                                     "options": {"mask_dir": str(masks)}},
                                   compute=ray.data.ActorPoolStrategy(size=1), batch_size=4, num_cpus=0.25)
-    dataset = dataset.map_batches(InpaintStage, fn_constructor_kwargs={"engine": "opencv"},
+    dataset = dataset.map_batches(InpaintStage, fn_constructor_kwargs={"config": EngineConfig(name="opencv")},
                                   compute=ray.data.ActorPoolStrategy(size=1), batch_size=2, num_cpus=0.5)
     dataset = dataset.map_batches(EncodeStage())
     rows = {row["id"]: row for row in dataset.take_all()}
@@ -179,10 +181,11 @@ import sys
 import numpy as np
 from pipeline.stages import DecodeStage, EncodeStage, InpaintStage, MaskStage, MetricsStage, run_stages
 from pipeline.stages import objects
+from pipeline.config import EngineConfig
 import matcore
 from matcore import ClassicalInpainter
 png = {encode(textured_image(24, 32, 0), "PNG")!r}
-stages = [DecodeStage(), MaskStage("given", {{"mask_dir": {str(tmp_path)!r}}}), InpaintStage("opencv"),
+stages = [DecodeStage(), MaskStage("given", {{"mask_dir": {str(tmp_path)!r}}}), InpaintStage(EngineConfig(name="opencv")),
           MetricsStage(), EncodeStage()]
 out = run_stages({{"bytes": objects([png]), "path": objects(["a.png"])}}, stages)
 assert list(out["status"]) == ["ok"], out["error"]
@@ -192,3 +195,37 @@ print("torch" in sys.modules)
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_inpaint_stage_passes_its_engine_config_whole_and_records_the_precision(monkeypatch):
+    """The stage builds its engine through matcore.build with the config's device, precision and options,
+    and honours the precision on CPU (it used to force float32 there); rows record what the engine ran in."""
+    import matcore.build
+    from matcore.build import EngineKind, MatOptions
+    from matcore.classical import ClassicalInpainter
+    from matcore.engine import EngineInfo
+    from matcore.pinned import CheckpointRef
+
+    built = {}
+
+    class StandIn(ClassicalInpainter):  # MAT's interface, OpenCV's cost
+        @property
+        def info(self):
+            return EngineInfo("mat", "stand-in", built["device"], built["precision"])
+
+    def build(options, *, checkpoint, device, precision, cache_dir):
+        built.update(options=options, checkpoint=checkpoint, device=device, precision=precision, cache_dir=cache_dir)
+        return StandIn()
+
+    monkeypatch.setitem(matcore.build.engine_registry, "mat", EngineKind(build, MatOptions, needs_checkpoint=True))
+    ref = CheckpointRef("https://example.org/mat.pkl", "a" * 64)
+    config = EngineConfig(name="mat", device="cpu", dtype="bfloat16", options={"batch_size": 2}, cache_dir="/c")
+    stage = InpaintStage(config, ref)
+    assert built == {"options": MatOptions(batch_size=2), "checkpoint": ref, "device": "cpu",
+                     "precision": "bfloat16", "cache_dir": "/c"}
+
+    image = textured_image(12, 12, 5)
+    out = stage({"id": objects(["a", "b"]), "image": objects([image, image]),
+                 "hole": objects([hole_box(12, 12), np.zeros((12, 12), bool)])})
+    assert list(out["status"]) == ["ok", ""] and list(out["precision"]) == ["bfloat16", ""]
+    assert list(out["engine"]) == ["mat", ""] and out["checkpoint_sha256"][0] == "a" * 64

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.config import EngineConfig
 from pipeline.jpeg.output import changed_pixels, write_restored_jpeg
 from pipeline.stages import DecodeStage, EncodeStage, InpaintStage, MaskStage, run_stages
 from pipeline.output.writer import batch_to_table
@@ -28,7 +29,7 @@ def run_job_stages(tmp_path, files: dict[str, bytes], **encode_options) -> dict[
     masks = tmp_path / "masks"
     for name in files:
         write_mask(masks / f"{name.rsplit('.', 1)[0]}.png", watermark_hole(HEIGHT, WIDTH))
-    stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(masks)}), InpaintStage("opencv"),
+    stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(masks)}), InpaintStage(EngineConfig(name="opencv")),
               EncodeStage(**encode_options)]
     return run_stages(batch_of(files), stages)
 
@@ -75,7 +76,7 @@ def test_reencode_on_request_and_untouched_rows_keep_their_bytes(tmp_path):
 def test_without_the_source_bytes_in_the_batch_the_jpeg_is_reencoded_and_the_row_says_why(tmp_path):
     photo_jpeg = jpeg_bytes(photo(), quality=85)
     write_mask(tmp_path / "masks" / "photo.png", watermark_hole(HEIGHT, WIDTH))
-    stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(tmp_path / "masks")}), InpaintStage("opencv")]
+    stages = [DecodeStage(), MaskStage("given", {"mask_dir": str(tmp_path / "masks")}), InpaintStage(EngineConfig(name="opencv"))]
     batch = run_stages(batch_of({"photo.jpg": photo_jpeg}), stages)
     batch.pop("bytes")
 
