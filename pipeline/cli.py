@@ -8,7 +8,7 @@ import sys
 
 # Sub-command modules are imported lazily by name so that `matpipe --help` stays fast and a broken
 # optional dependency of one command does not take the others down.
-COMMAND_MODULES = ("weights", "inpaint", "masks", "run", "report")
+COMMAND_MODULES = ("weights", "inpaint", "masks", "run", "report", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:
