@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import EngineConfig, ExecutionConfig, JobConfig, canonical_json
+from pipeline.dataset_card import ensure_dataset_card
 from pipeline.shards import (
     CONFIG_FILE,
     JOB_DIR,
@@ -351,6 +352,7 @@ def _load_or_create_plan(config: JobConfig, engine: ResolvedEngine, root: Output
         # The manifest goes last: its presence says the plan (listing + config) is complete.
         manifest = JobManifest.new(config_hash, listing.num_rows, config.execution.shard_size)
         manifest.save(root)
+    ensure_dataset_card(root, config_hash)  # the output root loads with `datasets.load_dataset(OUT)`
     return _Plan(config, engine, config_hash, root, listing, manifest)
 
 
@@ -408,7 +410,7 @@ def _window_table(plan: _Plan, shards: Sequence[ShardSpec]) -> pa.Table:
     wanted = [i for i, uri in enumerate(uris) if process_local[uri] and not duplicate_of[i]]
     if wanted:
         # Another process cannot see this filesystem (fsspec memory://): read those rows here.
-        rows = table.select(LISTING_SCHEMA.names).to_pylist()
+        rows = table.select([name for name in LISTING_SCHEMA.names if name in table.column_names]).to_pylist()
         data: list[bytes | None] = [None] * table.num_rows
         for index, result in zip(wanted, fetch_rows([rows[i] for i in wanted], plan.config.inputs.allow_external_paths)):
             data[index] = result.data
@@ -460,7 +462,8 @@ def _chain_stages(plan: _Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> 
     dataset = dataset.map_batches(
         MaskStage, batch_size=sizes.mask, compute=ray.data.ActorPoolStrategy(size=execution.mask_actors),
         fn_constructor_kwargs={"method": config.masks.method, "options": config.masks.options,
-                               "postprocess": config.masks.postprocess, "template_npz": plan.template_npz},
+                               "postprocess": config.masks.postprocess, "template_npz": plan.template_npz,
+                               "key_column": "key"},
         num_cpus=execution.mask_num_cpus * resources.cpu_scale, **actor_args,
     )
     dataset = dataset.map_batches(

@@ -362,7 +362,9 @@ class MaskStage:
 
     def _results(self, batch: Batch, indices: list[int]) -> Iterator[tuple[int, Any]]:
         images = [batch["image"][i] for i in indices]
-        keys = [text(batch[self.key_column][i]) for i in indices]
+        # A listing saved before the `key` column existed (a resumed job) matches on ids, as it did then.
+        key_column = self.key_column if self.key_column in batch else "id"
+        keys = [text(batch[key_column][i]) or text(batch["id"][i]) for i in indices]
         try:
             yield from zip(indices, _generate(self.generator, images, keys))
             return

@@ -5,12 +5,14 @@
 Masks are matched by file stem in a folder mirroring the image tree (or one mask file serves every
 image); white = hole unless `--mask-convention keep`. Outputs mirror the input tree in the input's own
 format; existing outputs are skipped unless `--overwrite`. A bad file is reported and the run goes on;
-the exit status is 1 when any file failed, 2 when the run could not start.
+the exit status is 1 when any file failed (`--allow-failures [RATIO]` accepts them), 2 when the run
+could not start.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +24,7 @@ import numpy as np
 
 from pipeline.imageio import DecodedImage, decode_image, encode_image
 from pipeline.masks.maskio import IMAGE_SUFFIXES
+from pipeline.outcome import EXIT_CANNOT_RUN, add_allow_failures, outcome
 
 if TYPE_CHECKING:  # matcore pulls in torch, the writer pyarrow: only load them when a run needs them
     from rich.console import Console
@@ -94,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--jpeg-tables", choices=("high", "source"), default="high",
                         help="restored JPEGs: high (quality 95, finer where the source was) or source (the "
                              "source's own tables: same file sizes)")
+    add_allow_failures(parser)
     parser.set_defaults(func=run)
 
 
@@ -211,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         return _run(args, console)
     except SetupError as exc:
         _say(console, f"matpipe inpaint: error: {exc}")
-        return 2
+        return EXIT_CANNOT_RUN
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -252,7 +256,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if warning:
         summary += " [OPENCV FALLBACK: no MAT checkpoint]"
     print(summary)
-    return 1 if report.failed else 0
+    result = outcome({"ok": report.done, "failed": report.failed, "skipped": report.skipped}, args.allow_failures)
+    if result.failed:
+        print(f"matpipe inpaint: {result.message()}", file=sys.stderr)
+    return result.exit_status
 
 
 class FolderRun:

@@ -2,8 +2,9 @@
 
 Flags override the matching fields of `--config job.yaml`. Rerunning the same command resumes: shards
 already committed in the output are skipped. Expected failures (bad configuration, missing input, an
-output holding a different job) end with a one-line message and exit status 1; failed rows do not —
-they are reported in the output and in the summary.
+output holding a different job) end with a one-line message and exit status 2. Failed rows are
+reported in the output and the summary, and make the exit status 1 unless `--allow-failures [RATIO]`
+accepts them (the rule of every matpipe command: `pipeline.outcome`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import argparse
 import logging
 import sys
 from typing import Any
+
+from pipeline.outcome import EXIT_CANNOT_RUN, add_allow_failures, outcome
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,10 @@ def build_config(args: argparse.Namespace) -> Any:
         section("execution")["ray_address"] = args.ray_address
     if args.num_gpus_per_worker is not None:
         section("execution")["num_gpus_per_worker"] = args.num_gpus_per_worker
+    if getattr(args, "id_column", None):
+        section("inputs")["id_column"] = args.id_column
+    if getattr(args, "image_column", None):
+        section("inputs")["image_column"] = args.image_column
     return JobConfig.from_mapping(data)
 
 
@@ -111,9 +118,12 @@ def _run(args: argparse.Namespace) -> int:
         report = run_job(config)
     except expected as exc:
         print(f"matpipe run: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CANNOT_RUN
     print(report.summary())
-    return 0
+    result = outcome(report.counts, args.allow_failures)
+    if result.failed:
+        print(f"matpipe run: {result.message(report.errors)}", file=sys.stderr)
+    return result.exit_status
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -137,5 +147,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--jpeg-tables", choices=("high", "source"),
                         help="restored JPEGs: high (default; quality 95, finer where the source was) or source "
                              "(the source's own tables: same file sizes)")
+    parser.add_argument("--id-column", metavar="NAME",
+                        help="Parquet inputs: the column with each row's id (default: an `id` column, else the "
+                             "image's path)")
+    parser.add_argument("--image-column", metavar="NAME",
+                        help="Parquet inputs: the column with the images (default: the Image feature, a "
+                             "{bytes, path} struct, a column named `image`, else the first binary column)")
+    add_allow_failures(parser)
     parser.add_argument("--config", metavar="FILE", help="job configuration (YAML or JSON); flags override it")
     parser.set_defaults(func=_run)

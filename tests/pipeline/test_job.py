@@ -254,10 +254,10 @@ def test_cli_flags_override_the_config_file(image_folder, tmp_path, capsys):
                  "--masks", f"given:{masks}", "--shard-size", "5"]) == 0
     assert "shards: 2 (0 already committed, 2 committed now)" in capsys.readouterr().out
 
-    assert main(["run", "--input", str(images), "--output", str(tmp_path / "x"), "--masks", "given"]) == 1
+    assert main(["run", "--input", str(images), "--output", str(tmp_path / "x"), "--masks", "given"]) == 2
     assert "--masks given needs a location" in capsys.readouterr().err
     assert main(["run", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "y"),
-                 "--masks", f"given:{masks}", "--engine", "opencv"]) == 1
+                 "--masks", f"given:{masks}", "--engine", "opencv"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
