@@ -2,16 +2,17 @@
 and features, so `datasets.load_dataset(OUT)` and the Hub load `data/*.parquet` — with `image` and
 `mask` as Image features — and never the job's own files (`_job/`, `_shards/`, `images/`, the report).
 
-The features come from `pipeline.writer.OUTPUT_SCHEMA`, the one description of an output row.
+The features come from `pipeline.output.writer.OUTPUT_SCHEMA`, the one description of an output row.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 import yaml
 
-from pipeline.writer import DATA_DIR, IMAGE_STRUCT, OUTPUT_SCHEMA, OutputRoot
+from pipeline.output.layout import DATA_DIR, DATASET_CARD_FILE
+from pipeline.output.root import OutputRoot
+from pipeline.output.writer import IMAGE_STRUCT, OUTPUT_SCHEMA
 
-CARD_FILE = "README.md"
 IMAGE_COLUMNS = ("image", "mask")  # `mask` is stored as PNG bytes; declared an Image, `datasets` decodes it
 
 _HF_DTYPES = {pa.string(): "string", pa.binary(): "binary", pa.float32(): "float32", pa.float64(): "float64",
@@ -57,5 +58,5 @@ part of the dataset's data files.
 
 def ensure_dataset_card(root: OutputRoot, config_hash: str) -> None:
     """Write the card unless the output already has a README.md (a user's own card is kept)."""
-    if not root.exists(CARD_FILE):
-        root.write_bytes(CARD_FILE, dataset_card(config_hash).encode())
+    if not root.exists(DATASET_CARD_FILE):
+        root.write_bytes(DATASET_CARD_FILE, dataset_card(config_hash).encode())
