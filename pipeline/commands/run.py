@@ -88,19 +88,6 @@ def build_config(args: argparse.Namespace) -> Any:
     return JobConfig.from_mapping(data)
 
 
-def quiet_ray_data_console() -> None:
-    """Keep Ray Data's per-operator progress lines (several per second) off the terminal.
-
-    They still go to the Ray session's log file (Ray Data's own file handler); the terminal keeps Ray
-    Data's warnings and errors, and our one line per committed shard is the progress a user reads.
-    """
-    import ray.data  # noqa: F401 - importing it installs Ray Data's handlers, which we then adjust
-
-    for handler in logging.getLogger("ray.data").handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(max(handler.level, logging.WARNING))
-
-
 def _run(args: argparse.Namespace) -> int:
     from matcore.registry import CheckpointUnavailableError
     from pipeline.config import ConfigError
@@ -112,6 +99,8 @@ def _run(args: argparse.Namespace) -> int:
     expected = (ConfigError, SourceError, JobError, ResumeConflictError, CheckpointUnavailableError,
                 OutputInUseError)
     if not getattr(args, "verbose", False):
+        from pipeline.console import quiet_ray_data_console
+
         quiet_ray_data_console()
     try:
         config = build_config(args)

@@ -10,6 +10,9 @@ from pipeline.job.errors import JobError
 log = logging.getLogger(__name__)
 
 FALLBACK_BANNER = "!" * 100
+# Fallback warnings already shown as a banner in this process: a flow resolves the engine in every task,
+# and one banner per run is loud enough (the summary and the report repeat it as one line).
+_BANNERS_SHOWN: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,9 @@ def resolve_engine(config: EngineConfig) -> ResolvedEngine:
             raise JobError(f"engine 'mat': {exc}") from None
         warning = (f"NO MAT CHECKPOINT: using the classical OpenCV engine instead of MAT; large holes will look "
                    f"smeared. {exc}")
-        log.warning("\n%s\n%s\n%s", FALLBACK_BANNER, warning, FALLBACK_BANNER)
+        if warning not in _BANNERS_SHOWN:
+            _BANNERS_SHOWN.add(warning)
+            log.warning("\n%s\n%s\n%s", FALLBACK_BANNER, warning, FALLBACK_BANNER)
         return ResolvedEngine("opencv", warning=warning)
     from matcore.checkpoints import file_sha256
 

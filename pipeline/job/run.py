@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from pipeline.config import JobConfig
 from pipeline.job.dataset import build_pipeline, window_table
-from pipeline.job.engine import FALLBACK_BANNER, resolve_engine
+from pipeline.job.engine import resolve_engine
 from pipeline.job.errors import JobError
 from pipeline.job.fit import fit_consistent_masks
 from pipeline.job.plan import Plan, load_or_create_plan, open_output, summary_fields
@@ -167,6 +167,4 @@ def _run_locked(plan: Plan, shards: Sequence[str] | None, on_commit: Callable[[S
     )
     plan.manifest.save(plan.root)
     plan.root.write_json(REPORT_FILE, report.to_dict())
-    if engine.warning:
-        log.warning("\n%s\n%s\n%s", FALLBACK_BANNER, engine.warning, FALLBACK_BANNER)
     return report
