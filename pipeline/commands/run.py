@@ -93,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.config import ConfigError
     from pipeline.output.lock import OutputInUseError
     from pipeline.job import JobError, run_job
+    from pipeline.progress import RowProgress
     from pipeline.output.shards import ResumeConflictError
     from pipeline.sources import SourceError
 
@@ -104,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
         quiet_ray_data_console()
     try:
         config = build_config(args)
-        report = run_job(config)
+        report = run_job(config, progress=RowProgress())
     except expected as exc:
         print(f"matpipe run: error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN

@@ -91,6 +91,7 @@ def build_pipeline(plan: Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> 
 
 def _chain_stages(plan: Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> Any:
     """from_arrow(listing blocks) → fetch+decode → mask → inpaint → metrics → encode."""
+    import ray
     import ray.data
 
     config, execution = plan.config, plan.config.execution
@@ -101,6 +102,7 @@ def _chain_stages(plan: Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> A
     task_cpus = execution.task_num_cpus * resources.cpu_scale
     actor_args = {"max_restarts": execution.max_restarts, "max_task_retries": execution.max_task_retries}
     fault_injection = json.loads(os.environ.get(FAULT_INJECTION_ENV) or "{}")
+    template = [ray.put(plan.template_npz)] if plan.template_npz is not None else None  # see template_bytes
 
     dataset = ray.data.from_arrow(_blocks(table, shards, sizes.decode))
     dataset = dataset.map_batches(
@@ -112,7 +114,7 @@ def _chain_stages(plan: Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> A
     dataset = dataset.map_batches(
         MaskStage, batch_size=sizes.mask, compute=ray.data.ActorPoolStrategy(size=execution.mask_actors),
         fn_constructor_kwargs={"method": config.masks.method, "options": config.masks.options,
-                               "postprocess": config.masks.postprocess, "template_npz": plan.template_npz,
+                               "postprocess": config.masks.postprocess, "template_npz": template,
                                "key_column": "key"},
         num_cpus=execution.mask_num_cpus * resources.cpu_scale, **actor_args,
     )
@@ -138,7 +140,7 @@ def _chain_stages(plan: Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> A
                 fn_constructor_kwargs={
                     "ring_px": config.metrics.ring_px, "rerun_method": config.masks.method,
                     "rerun_options": config.masks.options, "rerun_postprocess": config.masks.postprocess,
-                    "template_npz": plan.template_npz,
+                    "template_npz": template,
                 },
                 num_cpus=execution.metrics_num_cpus * resources.cpu_scale, **actor_args,
             )

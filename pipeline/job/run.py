@@ -31,6 +31,7 @@ from pipeline.output.layout import REPORT_FILE
 from pipeline.output.lock import exclusive_driver
 from pipeline.output.shards import ShardSpec, ShardStats, commit_shard, merge_stats
 from pipeline.output.writer import ShardWriter
+from pipeline.progress import JobProgress
 from pipeline.stages import consistent_fit_options
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ _STATS_DROP = ("image", "mask", "mask_details", "source")
 
 
 def _run_window(plan: Plan, shards: Sequence[ShardSpec],
-                on_commit: Callable[[ShardStats], None] | None) -> int:
+                on_commit: Callable[[ShardStats], None] | None, progress: JobProgress | None = None) -> int:
     """Stream `shards` through one pipeline; returns the rows committed."""
     by_index = {shard.index: shard for shard in shards}
     table = window_table(plan, shards)
@@ -69,6 +70,8 @@ def _run_window(plan: Plan, shards: Sequence[ShardSpec],
                         writers[shard_index] = ShardWriter(plan.root, shard.name, plan.config.output)
                         stats_parts[shard_index], started[shard_index] = [], time.perf_counter()
                     written = writers[shard_index].write_batch(rows)
+                    if progress is not None:
+                        progress.advance(written.num_rows, written.column("status").to_pylist().count("failed"))
                     stats_parts[shard_index].append(written.drop_columns(list(_STATS_DROP)))
                     if writers[shard_index].rows == shard.rows:
                         committed_rows += _commit(plan, shard, writers.pop(shard_index),
@@ -102,24 +105,26 @@ def _commit(plan: Plan, shard: ShardSpec, writer: ShardWriter, parts: list[pa.Ta
 
 
 def run_job(config: JobConfig, *, shards: Sequence[str] | None = None,
-            on_commit: Callable[[ShardStats], None] | None = None) -> JobReport:
+            on_commit: Callable[[ShardStats], None] | None = None,
+            progress: JobProgress | None = None) -> JobReport:
     """Run (or resume) the job described by `config`; returns its report.
 
     Committed shards of an earlier run with the same configuration are skipped without any model work;
     an output written with a different configuration is refused (ResumeConflictError).
     `shards` restricts the run to those shard names (orchestrators run one shard per task).
-    `on_commit` is called on the driver after each shard commits (progress reporting).
+    `on_commit` is called on the driver after each shard commits (progress reporting); `progress` is
+    told the rows to process and each written batch (rows, failed), e.g. `pipeline.progress.RowProgress`.
     """
     started = time.perf_counter()
     engine = resolve_engine(config.engine)
     root = open_output(config)
     # One driver per output: held before a resume clears an interrupted run's temporary files.
     with exclusive_driver(root):
-        return _run_locked(load_or_create_plan(config, engine, root), shards, on_commit, started)
+        return _run_locked(load_or_create_plan(config, engine, root), shards, on_commit, started, progress)
 
 
 def _run_locked(plan: Plan, shards: Sequence[str] | None, on_commit: Callable[[ShardStats], None] | None,
-                started: float) -> JobReport:
+                started: float, progress: JobProgress | None = None) -> JobReport:
     config, engine = plan.config, plan.engine
     markers = plan.manifest.refresh_states(plan.root)
     already = len(markers)
@@ -150,8 +155,14 @@ def _run_locked(plan: Plan, shards: Sequence[str] | None, on_commit: Callable[[S
             plan.template_npz = fit_consistent_masks(plan, fit_options)
         with ray_session(config.execution):
             window = config.execution.shards_per_pipeline
-            for start in range(0, len(pending), window):
-                processed += _run_window(plan, pending[start:start + window], record)
+            if progress is not None:
+                progress.start(sum(shard.rows for shard in pending))
+            try:
+                for start in range(0, len(pending), window):
+                    processed += _run_window(plan, pending[start:start + window], record, progress)
+            finally:
+                if progress is not None:
+                    progress.finish()
 
     markers = {shard.name: markers.get(shard.name) or committed_now[shard.name]
                for shard in plan.manifest.shards if shard.name in markers or shard.name in committed_now}
