@@ -28,8 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", metavar="URI", help="override the config's output.uri")
     parser.add_argument("--address", default="auto", help="Ray address to join (default: the cluster this runs in)")
     parser.add_argument("--prefect", action="store_true", help="run through the restore-dataset Prefect flow")
-    parser.add_argument("--shards-per-task", type=int, default=1,
-                        help="with --prefect: shards per Prefect task (default 1)")
     add_allow_failures(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and third-party INFO lines")
     return parser
@@ -57,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 summary = restore_dataset(config=config.to_dict(), ray_address=args.address,
-                                          shards_per_task=args.shards_per_task, allow_failures=args.allow_failures)
+                                          allow_failures=args.allow_failures)
             except RowsFailedError as exc:
                 print(f"flows.ray_entry: {exc}", file=sys.stderr)
                 return EXIT_ROWS_FAILED

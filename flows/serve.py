@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-path", help="job YAML/JSON (default: the one in prefect.yaml)")
     parser.add_argument("--cron", help="cron schedule (default: the one in prefect.yaml)")
     parser.add_argument("--ray-address", help="Ray cluster to join (default: start Ray locally)")
-    parser.add_argument("--shards-per-task", type=int, help="shards per Prefect task (default: prefect.yaml's)")
     args = parser.parse_args(argv)
     defaults = deployment_defaults()
     parameters = dict(defaults["parameters"])
@@ -68,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         parameters["config_path"] = args.config_path
     if args.ray_address:
         parameters["ray_address"] = args.ray_address
-    if args.shards_per_task:
-        parameters["shards_per_task"] = args.shards_per_task
     quiet_third_party()
     stop_on_sigterm()
     try:
