@@ -30,12 +30,16 @@ from prefect.artifacts import (
 from prefect.tasks import exponential_backoff
 
 from pipeline.config import JobConfig
+from pipeline.console import quiet_ray_data_console, quiet_third_party
+from pipeline.outcome import RowsFailedError, check_ratio, outcome
 from pipeline.job import plan_job, ray_session, run_job
 from pipeline.output.shards import ShardStats
 from pipeline.report import summarize_json, write_html_report
 from pipeline.output.shards import committed_tables
 from pipeline.stages import FAULT_INJECTION_ENV
 
+# Set to 1 to let Ray's and Ray Data's INFO lines through to the flow's terminal (held back by default).
+VERBOSE_ENV = "MATPIPE_VERBOSE"
 SHARD_RETRIES = 2
 SHARD_TIMEOUT_S = 6 * 3600
 
@@ -188,6 +192,12 @@ def _markdown_report(output_uri: str, plan: dict[str, Any], summary: dict[str, A
         lines += ["", "## Failures by reason", "", "| reason | rows |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in sorted(summary["failures_by_reason"].items(),
                                                                 key=lambda kv: -kv[1])]
+    failed = summary.get("failed_rows") or {}
+    if failed.get("rows"):
+        lines += ["", "## Failed rows", "", "| id | stage | message |", "|---|---|---|"]
+        lines += [f"| `{_cell(row['id'])}` | {_cell(row['stage'])} | {_cell(row['message'])} |" for row in failed["rows"]]
+        if failed.get("omitted"):
+            lines += ["", f"… and {failed['omitted']} more failed row(s) (the output's `status`/`error` columns)."]
     metric_names = sorted({k for row in shard_rows for k in row if k.startswith("mean_")})
     if metric_names:
         lines += ["", "## Metric means per shard", "", "| shard | " + " | ".join(metric_names) + " |",
@@ -196,6 +206,11 @@ def _markdown_report(output_uri: str, plan: dict[str, Any], summary: dict[str, A
             values = " | ".join(f"{row[m]:.4g}" if isinstance(row.get(m), (int, float)) else "" for m in metric_names)
             lines.append(f"| {row['shard']} | {values} |")
     return "\n".join(line for line in lines if line is not None)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _table_row(shard_name: str, stats: dict[str, Any]) -> dict[str, Any]:
@@ -211,15 +226,22 @@ def _table_row(shard_name: str, stats: dict[str, Any]) -> dict[str, Any]:
 
 @flow(name="restore-dataset", log_prints=True)
 def restore_dataset(config: dict[str, Any] | None = None, config_path: str | None = None,
-                    ray_address: str | None = None, html_report: bool = True) -> dict[str, Any]:
+                    ray_address: str | None = None, html_report: bool = True,
+                    allow_failures: float = 0.0) -> dict[str, Any]:
     """Restore a dataset: plan shards, run them all on Ray in one pipeline, verify, report.
 
     Give the job either inline (`config`, the same mapping a job YAML holds) or as `config_path`.
     Ray is started locally unless `ray_address` (or the config's) says where to join one.
+    The run ends Failed when rows failed, unless their share is at most `allow_failures` (0.05 = 5 %,
+    1.0 = any): the same rule as `matpipe run --allow-failures`; its report lists them either way.
     """
     logger = get_run_logger()
     started = time.perf_counter()
+    if not os.environ.get(VERBOSE_ENV):
+        quiet_third_party()
+        quiet_ray_data_console()
     job = load_config(config, config_path, ray_address)
+    check_ratio(allow_failures)  # before any work
     job_data = job.to_dict()
     plan = plan_shards(job_data)
     names = [shard["name"] for shard in plan["shards"]]
@@ -259,4 +281,10 @@ def restore_dataset(config: dict[str, Any] | None = None, config_path: str | Non
     if html_report:
         summary["html_report"] = write_html_report(uri)
     summary["wall_s"] = round(wall, 3)
+    result = outcome(summary["counts"], allow_failures)
+    summary["outcome"] = result.message(summary["failures_by_reason"])
+    logger.info("%s", summary["outcome"])
+    if not result.acceptable:
+        # After the artifacts: the report that says which rows failed and why is there to read.
+        raise RowsFailedError(f"{job.output.uri}: {summary['outcome']}")
     return summary

@@ -8,12 +8,15 @@ of deploying run the same thing. Point `PREFECT_API_URL` at your Prefect server 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from flows.restore import restore_dataset
+from pipeline.console import quiet_third_party
 
 PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
 DEPLOYMENT_NAME = "nightly-restore"
@@ -43,7 +46,16 @@ def build_deployment(cron: str | None = None, parameters: dict[str, Any] | None 
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (what `kill`, systemd and container runtimes send) stop serving like Ctrl-C does:
+    Prefect's runner handles KeyboardInterrupt but would otherwise ignore SIGTERM."""
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-path", help="job YAML/JSON (default: the one in prefect.yaml)")
     parser.add_argument("--cron", help="cron schedule (default: the one in prefect.yaml)")
@@ -55,9 +67,16 @@ def main(argv: list[str] | None = None) -> None:
         parameters["config_path"] = args.config_path
     if args.ray_address:
         parameters["ray_address"] = args.ray_address
-    restore_dataset.serve(name=DEPLOYMENT_NAME, cron=args.cron or defaults["cron"], parameters=parameters,
-                          tags=["matpipe"])
+    quiet_third_party()
+    stop_on_sigterm()
+    try:
+        restore_dataset.serve(name=DEPLOYMENT_NAME, cron=args.cron or defaults["cron"], parameters=parameters,
+                              tags=["matpipe"])
+    except KeyboardInterrupt:
+        pass
+    print("flows.serve: stopped", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

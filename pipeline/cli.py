@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
+
+from pipeline.console import configure_console
 
 # Sub-command modules are imported lazily by name so that `matpipe --help` stays fast and a broken
 # optional dependency of one command does not take the others down.
-COMMAND_MODULES = ("weights", "inpaint", "masks", "run", "report")
+COMMAND_MODULES = ("weights", "inpaint", "masks", "run", "report", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matpipe", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and Ray/Ray Data/Prefect/httpx INFO lines (held back by default)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -29,10 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_console(args.verbose)
     return int(args.func(args) or 0)
 
 

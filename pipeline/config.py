@@ -499,12 +499,16 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         (item_hint, _ellipsis) = get_args(hint)
         return tuple(_convert(item_hint, item, f"{path}[{index}]") for index, item in enumerate(value))
     if origin is dict:
+        if value is None:  # `options:` with every entry below it commented out, as in the example config
+            return {}
         if not isinstance(value, Mapping):
             _fail(path, f"expected a mapping, got {value!r}")
         return {str(key): item for key, item in value.items()}
     if dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
+        if value is None:  # a section (`engine:`) whose fields are all commented out: its defaults
+            return _build(hint, {}, path)
         return _build(hint, value, path)
     if hint is bool:
         if not isinstance(value, bool):

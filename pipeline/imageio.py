@@ -39,7 +39,7 @@ from typing import Literal
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, JpegImagePlugin
+from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 # Pillow's own default; larger images are refused as likely decompression bombs.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -176,6 +176,10 @@ def decode_image(source: bytes | str | os.PathLike[str], *, max_pixels: int = DE
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(str(exc)) from exc
+    except UnidentifiedImageError:
+        # Pillow's own text names the in-memory buffer (`<_io.BytesIO object at 0x…>`): say what the bytes are.
+        raise ImageDecodeError(f"cannot decode image: not a format Pillow reads ({len(data):,} bytes starting "
+                               f"{data[:8].hex(' ')})") from None
     except Exception as exc:  # Pillow's plugins raise many types for malformed files; all mean "unreadable"
         raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline.failures import DEFAULT_LIMIT, failed_rows
 from pipeline.output.layout import HTML_REPORT_FILE, LISTING_FILE, REPORT_FILE
 from pipeline.output.shards import committed_tables
 from pipeline.sources import fetch_rows
@@ -32,11 +33,26 @@ SUMMARY_COLUMNS = ("id", "status", "error", "hole_ratio", *METRIC_COLUMNS)
 WORST_BY = ("seam_score", "rerun_hole_ratio", "color_delta_e")
 HISTOGRAM_BINS = 20
 
+# Which way each figure is better, in words a reader of the report needs (see pipeline/metrics.py).
+METRIC_DIRECTIONS: dict[str, tuple[str, str]] = {
+    "hole_ratio": ("neither", "share of the image that was filled"),
+    "seam_score": ("≈ 1", "gradient on the hole's outline over its neighbourhood's; ≫ 1 = a visible seam or halo"),
+    "color_delta_e": ("lower", "CIE76 colour difference between the fill's edge and its surroundings; "
+                               "below ~2.3 is not noticeable"),
+    "texture_ratio": ("≈ 1", "fine texture of the fill over its surroundings'; < 1 = blurrier, > 1 = noisier"),
+    "residual_hole_ratio": ("lower", "share of the hole left unfilled"),
+    "rerun_hole_ratio": ("lower", "share of the hole the mask generator still finds on the restored image; "
+                                  "0 = the watermark is gone"),
+    "psnr": ("higher", "peak signal-to-noise ratio against the reference image, in dB"),
+    "ssim": ("higher", "structural similarity with the reference image; 1 = identical"),
+}
+
 
 @dataclass(frozen=True)
 class ReportOptions:
     sample_rows: int = 12
     worst_rows: int = 12
+    failed_rows: int = 50
     thumbnail_px: int = 192
     title: str = "matpipe job report"
 
@@ -87,11 +103,13 @@ def _histogram_svg(values: np.ndarray, name: str, width: int = 320, height: int 
 
 
 def _select_rows(table: pa.Table, options: ReportOptions) -> tuple[list[int], list[int], str | None]:
+    """(sample, worst, the metric ranking the worst): disjoint, so no row is shown twice.
+
+    The worst rows are picked first, from at most half of the ok rows (with six rows "worst" would
+    otherwise be the whole dataset again); the sample is an even spread over the remaining ok rows.
+    """
     status = table.column("status").to_pylist()
     ok_rows = [i for i, s in enumerate(status) if s == "ok"]
-    # An even spread over the dataset, not only its first rows.
-    step = max(1, len(ok_rows) // max(options.sample_rows, 1))
-    sample = ok_rows[::step][: options.sample_rows]
     worst_metric = next(
         (m for m in WORST_BY if m in table.column_names and table.column(m).null_count < table.num_rows), None
     )
@@ -99,8 +117,33 @@ def _select_rows(table: pa.Table, options: ReportOptions) -> tuple[list[int], li
     if worst_metric:
         scores = table.column(worst_metric).to_numpy(zero_copy_only=False).astype(float)
         candidates = [i for i in ok_rows if math.isfinite(scores[i])]
-        worst = sorted(candidates, key=lambda i: -scores[i])[: options.worst_rows]
+        worst = sorted(candidates, key=lambda i: -scores[i])[: min(options.worst_rows, len(ok_rows) // 2)]
+    chosen = set(worst)
+    rest = [i for i in ok_rows if i not in chosen]
+    # An even spread over the dataset, not only its first rows.
+    step = max(1, len(rest) // max(options.sample_rows, 1))
+    sample = rest[::step][: options.sample_rows]
     return sample, worst, worst_metric
+
+
+def _failed_rows_section(table: pa.Table, limit: int) -> str:
+    failed = failed_rows(table, limit)
+    if not failed.total:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(row.id)}</td><td>{html.escape(row.stage)}</td>"
+                   f"<td class='message'>{html.escape(row.message)}</td></tr>" for row in failed.rows)
+    more = (f"<p class='muted'>… and {failed.omitted} more failed row(s); every one is in the output's "
+            "<code>status</code> / <code>error</code> columns.</p>") if failed.omitted else ""
+    return (f"<section><h2>Failed rows ({failed.total})</h2><table><tr><th>id</th><th>stage</th><th>message</th></tr>"
+            f"{rows}</table>{more}</section>")
+
+
+def _directions_table(metrics: Sequence[str]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(m)}</td><td>{html.escape(METRIC_DIRECTIONS[m][0])}</td>"
+        f"<td class='message'>{html.escape(METRIC_DIRECTIONS[m][1])}</td></tr>"
+        for m in metrics if m in METRIC_DIRECTIONS)
+    return (f"<table><tr><th>figure</th><th>better</th><th>what it measures</th></tr>{rows}</table>" if rows else "")
 
 
 def _originals(root: OutputRoot, ids: Sequence[str]) -> dict[str, bytes]:
@@ -151,6 +194,7 @@ article{border:1px solid #ddd;border-radius:6px;padding:.5rem}article h4{margin:
 .triple{display:flex;gap:.4rem}.triple div{display:flex;flex-direction:column;align-items:center;font-size:.8rem}
 .triple img{max-width:192px;max-height:192px;border:1px solid #eee}.missing{width:192px;color:#999}
 figure{display:inline-block;margin:.5rem 1rem}svg rect{fill:#4a7bd0}svg text{font-size:10px;fill:#555}
+.message{text-align:left;max-width:60rem;word-break:break-word}
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:.6rem;border-radius:4px}
 """
 
@@ -189,22 +233,23 @@ def build_html_report(output_uri: str, options: ReportOptions = ReportOptions())
                                          for k, v in facts.items()) + "</table>")
     parts.append("</section>")
 
+    parts.append(_failed_rows_section(table, options.failed_rows))
     if reasons:
         reason_rows = "".join(f"<tr><td>{html.escape(r)}</td><td>{n}</td></tr>" for r, n in reasons.most_common())
         parts.append(f"<section><h2>Failures by reason</h2><table><tr><th>reason</th><th>rows</th></tr>"
                      f"{reason_rows}</table></section>")
 
-    histograms = [
-        _histogram_svg(table.column(m).to_numpy(zero_copy_only=False).astype(float), m)
-        for m in ("hole_ratio", *METRIC_COLUMNS) if m in table.column_names and table.column(m).null_count < table.num_rows
-    ]
+    shown = [m for m in ("hole_ratio", *METRIC_COLUMNS)
+             if m in table.column_names and table.column(m).null_count < table.num_rows]
+    histograms = [_histogram_svg(table.column(m).to_numpy(zero_copy_only=False).astype(float), m) for m in shown]
     if histograms:
-        parts.append(f"<section><h2>Metrics</h2>{''.join(histograms)}</section>")
+        parts.append(f"<section><h2>Metrics</h2>{_directions_table(shown)}{''.join(histograms)}</section>")
 
     parts.append(_grid("Sample", table, sample, originals, pictures, options.thumbnail_px, None))
     if worst_metric:
-        parts.append(_grid(f"Worst by {worst_metric}", table, worst, originals, pictures, options.thumbnail_px,
-                           worst_metric))
+        better = METRIC_DIRECTIONS.get(worst_metric, ("", ""))[0]
+        parts.append(_grid(f"Worst by {worst_metric} (highest first; better is {better})", table, worst, originals,
+                           pictures, options.thumbnail_px, worst_metric))
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -221,9 +266,9 @@ def write_html_report(output_uri: str, destination: str | None = None, options: 
     return destination
 
 
-def summarize_json(output_uri: str) -> dict[str, Any]:
-    """Counts and failure reasons as plain data (for flows and CI)."""
-    table = committed_tables(output_uri, columns=("status", "error"))
+def summarize_json(output_uri: str, failed_limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    """Counts, failure reasons and the first `failed_limit` failed rows as plain data (for flows and CI)."""
+    table = committed_tables(output_uri, columns=("id", "status", "error"))
     statuses = table.column("status").to_pylist()
     errors = table.column("error").to_pylist()
     return {
@@ -231,6 +276,7 @@ def summarize_json(output_uri: str) -> dict[str, Any]:
         "counts": dict(Counter(statuses)),
         "failures_by_reason": dict(Counter(failure_reason(str(e)) for s, e in zip(statuses, errors)
                                            if s == "failed" and e)),
+        "failed_rows": failed_rows(table, failed_limit).to_dict(),
     }
 
 

@@ -43,7 +43,14 @@ LISTING_SCHEMA = pa.schema([
     ("reference_column", pa.string()),  # Parquet column holding a reference image, else ""
     ("listing_error", pa.string()),     # why this row cannot be read (e.g. a path escaping its root), else ""
     ("duplicate_of", pa.string()),      # id of the earlier row with the same id or source, else ""
+    # The image's own relative path where the input names one (a folder's file, a Parquet path column,
+    # the `path` of a Hugging Face {bytes, path} struct), else the id: given masks and prompts match on it.
+    ("key", pa.string()),
 ])
+
+# A Parquet column of this name holds row ids unless `inputs.id_column` names another (Hugging Face
+# datasets and most exports call it so).
+DEFAULT_ID_COLUMN = "id"
 
 _LOCAL_KEY = "local"
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -151,6 +158,7 @@ class _Row:
     reference_column: str = ""
     listing_error: str = ""
     duplicate_of: str = ""
+    key: str = ""
 
 
 def _is_hidden(relative: str, prefixes: tuple[str, ...] = (".",)) -> bool:
@@ -181,7 +189,7 @@ def _list_image_files(uri: str, filesystem: pafs.FileSystem, root: str, files: l
                       config: InputConfig) -> list[_Row]:
     return [
         _Row(id=rel, source=_display(uri, posixpath.join(root, rel)), fs_uri=uri,
-             path=posixpath.join(root, rel), kind=KIND_FILE)
+             path=posixpath.join(root, rel), kind=KIND_FILE, key=rel)
         for rel in files if _has_suffix(rel, config.extensions)
     ]
 
@@ -257,12 +265,20 @@ def resolve_relative_path(base_dir: str, value: str, allow_external: bool) -> tu
     return joined, ""
 
 
-def _read_parquet_index(filesystem: pafs.FileSystem, path: str, where: str, config: InputConfig
-                        ) -> tuple[str, str, list[int], pa.Table | None]:
-    """(image column, its kind, rows per row group, the id/path columns) of one Parquet file.
+@dataclass
+class _ParquetIndex:
+    """What listing needs from one Parquet file: never the image bytes."""
 
-    Only metadata and the small id/path columns are read, never the image bytes.
-    """
+    column: str                     # the image column
+    column_kind: str                # "bytes", "struct" or "path"
+    group_rows: list[int]           # rows per row group
+    id_column: str | None           # the id column in use (configured, or a column named "id"), if any
+    ids: list[str | None] | None    # its values
+    paths: list[str | None] | None  # the path column's values, or the struct's `path` field
+
+
+def _read_parquet_index(filesystem: pafs.FileSystem, path: str, where: str, config: InputConfig) -> _ParquetIndex:
+    """The image column, row groups, ids and image paths of one Parquet file (metadata and small columns)."""
     try:
         with filesystem.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
@@ -272,45 +288,81 @@ def _read_parquet_index(filesystem: pafs.FileSystem, path: str, where: str, conf
             for name in (config.id_column, config.reference_column):
                 if name is not None and name not in schema.names:
                     raise SourceError(f"{where}: no column {name!r} (columns: {', '.join(schema.names)})")
-            wanted = sorted({name for name in (config.id_column, column if column_kind == "path" else None) if name})
-            values = parquet.read(columns=wanted) if wanted else None
+            id_column = config.id_column
+            if id_column is None and DEFAULT_ID_COLUMN in schema.names and DEFAULT_ID_COLUMN != column:
+                id_column = DEFAULT_ID_COLUMN
+            ids = None
+            if id_column is not None:
+                ids = [None if v is None else str(v) for v in parquet.read(columns=[id_column]).column(0).to_pylist()]
+            paths = None
+            if column_kind == "path":
+                paths = parquet.read(columns=[column]).column(0).to_pylist()
+            elif column_kind == "struct":
+                # Only the struct's `path` child is read: the bytes stay on disk until a worker fetches them.
+                paths = [None if cell is None else cell.get("path")
+                         for cell in parquet.read(columns=[f"{column}.path"]).column(0).to_pylist()]
             group_rows = [parquet.metadata.row_group(g).num_rows for g in range(parquet.metadata.num_row_groups)]
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(f"{where}: not a readable Parquet file ({exc})") from None
-    return column, column_kind, group_rows, values
+    return _ParquetIndex(column, column_kind, group_rows, id_column, ids, paths)
+
+
+def _relative_name(path: str) -> str:
+    cleaned = path.replace("\\", "/")
+    normalised = posixpath.normpath(cleaned)
+    if posixpath.isabs(cleaned) or _WINDOWS_DRIVE.match(path) or "://" in cleaned or normalised.startswith(".."):
+        return posixpath.basename(cleaned)
+    return normalised
+
+
+def _unique_paths(paths: list[str | None]) -> list[str | None]:
+    """Struct paths usable as ids: normalised, and None where a path repeats in the file (Hugging Face
+    keeps only the file name, so two folders' `0001.jpg` collide; those rows keep `file#row` ids)."""
+    # `datasets` stores the path it was given: an absolute path of the machine that built the dataset
+    # names nothing here, so only its file name is kept.
+    cleaned = [None if not p else _relative_name(p) for p in paths]
+    seen: dict[str, int] = {}
+    for value in cleaned:
+        if value is not None:
+            seen[value] = seen.get(value, 0) + 1
+    return [value if value is not None and seen[value] == 1 else None for value in cleaned]
 
 
 def _list_parquet_file(uri: str, filesystem: pafs.FileSystem, path: str, relative: str,
                        config: InputConfig) -> list[_Row]:
     where = _display(uri, path)
-    column, column_kind, group_rows, values = _read_parquet_index(filesystem, path, where, config)
-    ids = [None if v is None else str(v) for v in values.column(config.id_column).to_pylist()] \
-        if config.id_column else None
-    paths = values.column(column).to_pylist() if column_kind == "path" else None
+    index_ = _read_parquet_index(filesystem, path, where, config)
+    column, column_kind = index_.column, index_.column_kind
+    struct_paths = _unique_paths(index_.paths) if column_kind == "struct" and index_.paths else None
     base_dir = posixpath.dirname(path)
 
     rows: list[_Row] = []
     index = 0
-    for group, count in enumerate(group_rows):
+    for group, count in enumerate(index_.group_rows):
         for offset in range(count):
             row = _Row(id=f"{relative}#{index}", source=f"{where}#{index}", fs_uri=uri, path=path, kind=KIND_PARQUET,
                        row_group=group, row_in_group=offset, column=column,
                        reference_column=config.reference_column or "")
-            if paths is not None:
-                value = paths[index]
+            if column_kind == "path":
+                value = index_.paths[index]
                 if value:
-                    row.id = value.replace("\\", "/")
+                    row.id = row.key = value.replace("\\", "/")
                     resolved, error = resolve_relative_path(base_dir, value, config.allow_external_paths)
                     # The image is a file of its own: read it directly, remembering the Parquet row.
                     row.kind, row.path, row.column, row.listing_error = KIND_FILE, resolved, "", error
                     row.source = _display(uri, resolved) if resolved else f"{where}#{index}"
                 else:
                     row.listing_error = f"column {column!r} is empty in this row"
-            if ids is not None:
-                if ids[index] is None:
-                    row.listing_error = row.listing_error or f"id column {config.id_column!r} is null in this row"
+            elif struct_paths is not None and struct_paths[index]:
+                # A Hugging Face Image cell names its file: that is the row's id and its key for given masks.
+                row.id = row.key = struct_paths[index]
+                row.source = f"{where}#{index} ({struct_paths[index]})"
+            if index_.ids is not None:
+                if index_.ids[index] is None:
+                    row.listing_error = row.listing_error or f"id column {index_.id_column!r} is null in this row"
                 else:
-                    row.id = ids[index]
+                    row.id = index_.ids[index]
+            row.key = row.key or row.id
             rows.append(row)
             index += 1
     return rows
@@ -328,7 +380,7 @@ def _list_input(uri: str, config: InputConfig) -> list[_Row]:
             return _list_parquet_file(fs_uri, filesystem, root, name, config)
         if config.format == "parquet":
             raise SourceError(f"input {uri!r} is not a .parquet file (inputs.format is 'parquet')")
-        return [_Row(id=name, source=_display(fs_uri, root), fs_uri=fs_uri, path=root, kind=KIND_FILE)]
+        return [_Row(id=name, source=_display(fs_uri, root), fs_uri=fs_uri, path=root, kind=KIND_FILE, key=name)]
 
     files = _walk(filesystem, root)
     parquet_files = [rel for rel in files if rel.lower().endswith(".parquet") and not _is_hidden(rel, (".", "_"))]
@@ -381,7 +433,9 @@ def list_inputs(config: InputConfig) -> pa.Table:
     Inputs are taken in the given order; files within a folder in byte order of their relative paths;
     Parquet rows in file order. Ids: a file's path relative to its input folder, a Parquet id column,
     a Parquet path column's value, else "<parquet path>#<row>". A later row repeating an id or source is
-    flagged in `duplicate_of` (or refused, per `config.on_duplicate`).
+    flagged in `duplicate_of` (or refused, per `config.on_duplicate`). Parquet ids: `inputs.id_column`,
+    else a column named "id", else the path column's value or the Hugging Face struct's `path`, else
+    "<parquet path>#<row>".
     """
     rows: list[_Row] = []
     for uri in config.uris:

@@ -86,6 +86,8 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            # Always a fresh instance: never a cluster that `ray start` (another test, another user) runs here.
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             object_store_memory=RAY_TEST_OBJECT_STORE_BYTES,

@@ -5,14 +5,16 @@
 Masks are matched by file stem in a folder mirroring the image tree (or one mask file serves every
 image); white = hole unless `--mask-convention keep`. Outputs mirror the input tree in the input's own
 format; existing outputs are skipped unless `--overwrite`. A bad file is reported and the run goes on;
-the exit status is 1 when any file failed, 2 when the run could not start. Restored JPEGs are spliced into
-their source (its compressed blocks kept, only the changed ones re-coded; pipeline.jpeg) unless `--jpeg
-reencode`; a JPEG that cannot be spliced is re-encoded with a warning naming the reason.
+the exit status is 1 when any file failed (`--allow-failures [RATIO]` accepts them), 2 when the run
+could not start. Restored JPEGs are spliced into their source (its compressed blocks kept, only the
+changed ones re-coded; pipeline.jpeg) unless `--jpeg reencode`; a JPEG that cannot be spliced is
+re-encoded with a warning naming the reason.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +28,7 @@ from pipeline.imageio import DecodedImage, decode_image, encode_image
 from pipeline.jpeg import JPEG_MODES, write_restored_jpeg
 from pipeline.jpeg.output import REENCODED, SPLICED, changed_pixels
 from pipeline.masks.maskio import IMAGE_SUFFIXES
+from pipeline.outcome import EXIT_CANNOT_RUN, add_allow_failures, outcome
 
 if TYPE_CHECKING:  # matcore pulls in torch, the writer pyarrow: only load them when a run needs them
     from rich.console import Console
@@ -107,6 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--jpeg", choices=JPEG_MODES, default="splice",
                         help="restored JPEGs: splice (default: keep the source's compressed blocks, re-code only the "
                              "changed ones) or reencode (the whole image, see --jpeg-tables)")
+    add_allow_failures(parser)
     parser.set_defaults(func=run)
 
 
@@ -220,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         return _run(args, console)
     except SetupError as exc:
         _say(console, f"matpipe inpaint: error: {exc}")
-        return 2
+        return EXIT_CANNOT_RUN
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -263,7 +267,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if warning:
         summary += " [OPENCV FALLBACK: no MAT checkpoint]"
     print(summary)
-    return 1 if report.failed else 0
+    result = outcome({"ok": report.done, "failed": report.failed, "skipped": report.skipped}, args.allow_failures)
+    if result.failed:
+        print(f"matpipe inpaint: {result.message()}", file=sys.stderr)
+    return result.exit_status
 
 
 class FolderRun:

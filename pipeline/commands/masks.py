@@ -8,7 +8,8 @@
 Each mask keeps its image's relative path and stem (`a/b.jpg` → `a/b.png`). The sidecar
 (`masks.jsonl` or `masks.parquet` in the output folder) has one row per image: status (ok / flagged /
 failed), error, hole ratio, and the provenance (method, boxes, scores, details). A failing image does
-not stop the run; the exit status is 1 when any image failed.
+not stop the run; the exit status is 1 when any image failed (`--allow-failures [RATIO]` accepts them),
+2 when the run could not start.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.outcome import EXIT_CANNOT_RUN, add_allow_failures, outcome as run_outcome
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sam.add_argument("--category", action="append", default=[], help="COCO category to keep; repeatable")
     sam.add_argument("--refine", choices=("text", "consistent"), help="prompt SAM with that generator's boxes")
     sam.add_argument("--no-verify-checksum", action="store_true", help="skip the md5 check of published files")
+    add_allow_failures(parser)
     parser.set_defaults(func=run)
 
 
@@ -320,19 +324,19 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.input.exists():
         print(f"matpipe masks: error: input {args.input} does not exist", file=sys.stderr)
-        return 1
+        return EXIT_CANNOT_RUN
     root = args.input if args.input.is_dir() else args.input.parent
     images = list_images(args.input, exclude=args.output)
     if not images:
         print(f"matpipe masks: error: no images under {args.input}", file=sys.stderr)
-        return 1
+        return EXIT_CANNOT_RUN
     try:
         post_config = postprocess_config(args)
         generator = _build_generator(args, images)
     except (ValueError, TypeError, OSError, MaskGenerationError, GeneratorSetupError) as exc:
         # Configuration and set-up errors (bad option, absent checkpoint, nothing to fit) end the run.
         print(f"matpipe masks: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CANNOT_RUN
 
     args.output.mkdir(parents=True, exist_ok=True)
     rows: list[_Row] = []
@@ -361,7 +365,10 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         if row.status == "failed":
             print(f"  failed: {row.path}: {row.error}", file=sys.stderr)
-    return 1 if counts["failed"] else 0
+    result = run_outcome(counts, args.allow_failures)  # flagged masks are written and are not failures
+    if result.failed:
+        print(f"matpipe masks: {result.message()}", file=sys.stderr)
+    return result.exit_status
 
 
 def _generate(generator: Any, decoded: list[tuple[_Row, np.ndarray]]) -> list[Any]:

@@ -2,8 +2,9 @@
 
 Flags override the matching fields of `--config job.yaml`. Rerunning the same command resumes: shards
 already committed in the output are skipped. Expected failures (bad configuration, missing input, an
-output holding a different job) end with a one-line message and exit status 1; failed rows do not —
-they are reported in the output and in the summary.
+output holding a different job) end with a one-line message and exit status 2. Failed rows are
+reported in the output and the summary, and make the exit status 1 unless `--allow-failures [RATIO]`
+accepts them (the rule of every matpipe command: `pipeline.outcome`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import argparse
 import logging
 import sys
 from typing import Any
+
+from pipeline.outcome import EXIT_CANNOT_RUN, add_allow_failures, outcome
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +83,11 @@ def build_config(args: argparse.Namespace) -> Any:
         section("execution")["ray_address"] = args.ray_address
     if args.num_gpus_per_worker is not None:
         section("execution")["num_gpus_per_worker"] = args.num_gpus_per_worker
+    if getattr(args, "id_column", None):
+        section("inputs")["id_column"] = args.id_column
+    if getattr(args, "image_column", None):
+        section("inputs")["image_column"] = args.image_column
     return JobConfig.from_mapping(data)
-
-
-def quiet_ray_data_console() -> None:
-    """Keep Ray Data's per-operator progress lines (several per second) off the terminal.
-
-    They still go to the Ray session's log file (Ray Data's own file handler); the terminal keeps Ray
-    Data's warnings and errors, and our one line per committed shard is the progress a user reads.
-    """
-    import ray.data  # noqa: F401 - importing it installs Ray Data's handlers, which we then adjust
-
-    for handler in logging.getLogger("ray.data").handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(max(handler.level, logging.WARNING))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -101,21 +95,27 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.config import ConfigError
     from pipeline.output.lock import OutputInUseError
     from pipeline.job import JobError, run_job
+    from pipeline.progress import RowProgress
     from pipeline.output.shards import ResumeConflictError
     from pipeline.sources import SourceError
 
     expected = (ConfigError, SourceError, JobError, ResumeConflictError, CheckpointUnavailableError,
                 OutputInUseError)
     if not getattr(args, "verbose", False):
+        from pipeline.console import quiet_ray_data_console
+
         quiet_ray_data_console()
     try:
         config = build_config(args)
-        report = run_job(config)
+        report = run_job(config, progress=RowProgress())
     except expected as exc:
         print(f"matpipe run: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CANNOT_RUN
     print(report.summary())
-    return 0
+    result = outcome(report.counts, args.allow_failures)
+    if result.failed:
+        print(f"matpipe run: {result.message(report.errors)}", file=sys.stderr)
+    return result.exit_status
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -142,5 +142,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--jpeg", choices=("splice", "reencode"),
                         help="restored JPEGs: splice (default; keep the source's compressed blocks, re-code only "
                              "the changed ones) or reencode (the whole image, see --jpeg-tables)")
+    parser.add_argument("--id-column", metavar="NAME",
+                        help="Parquet inputs: the column with each row's id (default: an `id` column, else the "
+                             "image's path)")
+    parser.add_argument("--image-column", metavar="NAME",
+                        help="Parquet inputs: the column with the images (default: the Image feature, a "
+                             "{bytes, path} struct, a column named `image`, else the first binary column)")
+    add_allow_failures(parser)
     parser.add_argument("--config", metavar="FILE", help="job configuration (YAML or JSON); flags override it")
     parser.set_defaults(func=_run)

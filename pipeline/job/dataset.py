@@ -75,7 +75,7 @@ def _job_rows(plan: Plan, shard: ShardSpec) -> pa.Table:
     wanted = [i for i, uri in enumerate(uris) if process_local[uri] and not duplicate_of[i]]
     if wanted:
         # Another process cannot see this filesystem (fsspec memory://): read those rows here.
-        rows = table.select(LISTING_SCHEMA.names).to_pylist()
+        rows = table.select([name for name in LISTING_SCHEMA.names if name in table.column_names]).to_pylist()
         data: list[bytes | None] = [None] * table.num_rows
         for index, result in zip(wanted, fetch_rows([rows[i] for i in wanted], plan.config.inputs.allow_external_paths)):
             data[index] = result.data
@@ -118,6 +118,7 @@ def build_pipeline(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
 
 def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
     """from_arrow(group rows) → fetch+decode → mask → inpaint → metrics → encode → write."""
+    import ray
     import ray.data
 
     config, execution = plan.config, plan.config.execution
@@ -128,6 +129,7 @@ def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
     task_args = {"num_cpus": task_cpus, "max_retries": max(execution.max_task_retries, 0)}
     actor_args = {"max_restarts": execution.max_restarts, "max_task_retries": execution.max_task_retries}
     fault_injection = json.loads(os.environ.get(FAULT_INJECTION_ENV) or "{}")
+    template = [ray.put(plan.template_npz)] if plan.template_npz is not None else None  # see template_bytes
 
     def pool(size: tuple[int, int]) -> Any:
         return ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1])
@@ -145,7 +147,7 @@ def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
         GroupStage, batch_size=1, compute=pool(resources.mask_pool),
         fn_constructor_kwargs={"stage": MaskStage, "kwargs": {
             "method": config.masks.method, "options": config.masks.options,
-            "postprocess": config.masks.postprocess, "template_npz": plan.template_npz}},
+            "postprocess": config.masks.postprocess, "template_npz": template, "key_column": "key"}},
         num_cpus=execution.mask_num_cpus * resources.cpu_scale, **actor_args,
     )
     dataset = dataset.map_batches(
@@ -164,7 +166,7 @@ def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
                 fn_constructor_kwargs={"stage": MetricsStage, "kwargs": {
                     "ring_px": config.metrics.ring_px, "rerun_method": config.masks.method,
                     "rerun_options": config.masks.options, "rerun_postprocess": config.masks.postprocess,
-                    "template_npz": plan.template_npz}},
+                    "template_npz": template}},
                 num_cpus=execution.metrics_num_cpus * resources.cpu_scale, **actor_args,
             )
         else:

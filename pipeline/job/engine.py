@@ -14,6 +14,9 @@ from pipeline.job.errors import JobError
 log = logging.getLogger(__name__)
 
 FALLBACK_BANNER = "!" * 100
+# Fallback warnings already shown as a banner in this process: a flow resolves the engine in every task,
+# and one banner per run is loud enough (the summary and the report repeat it as one line).
+_BANNERS_SHOWN: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ def resolve_engine(config: EngineConfig) -> ResolvedEngine:
                                checkpoint_sha256=config.checkpoint_sha256)
     except CheckpointUnavailableError as exc:
         raise JobError(f"engine {config.name!r}: {exc}") from None
-    if choice.warning:
+    if choice.warning and choice.warning not in _BANNERS_SHOWN:
+        _BANNERS_SHOWN.add(choice.warning)
         log.warning("\n%s\n%s\n%s", FALLBACK_BANNER, choice.warning, FALLBACK_BANNER)
     return ResolvedEngine(choice.name, choice.checkpoint, choice.warning)

@@ -16,6 +16,7 @@ from pipeline.config import JobConfig, canonical_json
 from pipeline.job.engine import ResolvedEngine, resolve_engine
 from pipeline.job.errors import JobError
 from pipeline.job.summary import JobPlanSummary
+from pipeline.dataset_card import ensure_dataset_card
 from pipeline.output.layout import CONFIG_FILE, LISTING_FILE
 from pipeline.output.lock import exclusive_driver
 from pipeline.output.root import OutputRoot
@@ -93,6 +94,7 @@ def load_or_create_plan(config: JobConfig, engine: ResolvedEngine, root: OutputR
         # The manifest goes last: its presence says the plan (listing + config) is complete.
         manifest = JobManifest.new(config_hash, listing.num_rows, config.execution.shard_size)
         manifest.save(root)
+    ensure_dataset_card(root, config_hash)  # the output root loads with `datasets.load_dataset(OUT)`
     return Plan(config, engine, config_hash, root, listing, manifest)
 
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from pipeline.config import JobConfig
 from pipeline.job.dataset import build_pipeline, group_table, shard_groups
-from pipeline.job.engine import FALLBACK_BANNER, resolve_engine
+from pipeline.job.engine import resolve_engine
 from pipeline.job.errors import JobError
 from pipeline.job.fit import fit_consistent_masks
 from pipeline.job.plan import Plan, load_or_create_plan, open_output, summary_fields
@@ -31,6 +31,7 @@ from pipeline.output.layout import REPORT_FILE
 from pipeline.output.lock import exclusive_driver
 from pipeline.output.shards import ShardSpec, ShardStats, commit_shard, merge_stats
 from pipeline.output.writer import ShardFiles, assemble_shard
+from pipeline.progress import JobProgress
 from pipeline.stages import consistent_fit_options
 
 log = logging.getLogger(__name__)
@@ -101,13 +102,16 @@ class _Committer:
         self.on_commit(stats)
 
 
-def _run_shards(plan: Plan, shards: Sequence[ShardSpec], on_commit: Callable[[ShardStats], None]) -> int:
+def _run_shards(plan: Plan, shards: Sequence[ShardSpec], on_commit: Callable[[ShardStats], None],
+                progress: JobProgress | None = None) -> int:
     """Stream `shards` through one pipeline; returns the rows committed."""
     committer = _Committer(plan, shards, on_commit)
     with data_context(plan.config.execution):
         dataset, _ = build_pipeline(plan, group_table(plan, shards))
         for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
             committer.add(table)
+            if progress is not None:  # a group's statistics rows: the bar moves long before a shard commits
+                progress.advance(table.num_rows, table.column("status").to_pylist().count("failed"))
     committer.collect(wait=True)
     if committer.open:
         missing = ", ".join(f"{p.shard.name} ({p.rows}/{p.shard.rows} rows)" for p in committer.open.values())
@@ -116,24 +120,26 @@ def _run_shards(plan: Plan, shards: Sequence[ShardSpec], on_commit: Callable[[Sh
 
 
 def run_job(config: JobConfig, *, shards: Sequence[str] | None = None,
-            on_commit: Callable[[ShardStats], None] | None = None) -> JobReport:
+            on_commit: Callable[[ShardStats], None] | None = None,
+            progress: JobProgress | None = None) -> JobReport:
     """Run (or resume) the job described by `config`; returns its report.
 
     Committed shards of an earlier run with the same configuration are skipped without any model work;
     an output written with a different configuration is refused (ResumeConflictError).
     `shards` restricts the run to those shard names (orchestrators run one shard per task).
-    `on_commit` is called on the driver after each shard commits (progress reporting).
+    `on_commit` is called on the driver after each shard commits (progress reporting); `progress` is
+    told the rows to process and each finished group (rows, failed), e.g. `pipeline.progress.RowProgress`.
     """
     started = time.perf_counter()
     engine = resolve_engine(config.engine)
     root = open_output(config)
     # One driver per output: held before a resume clears an interrupted run's temporary files.
     with exclusive_driver(root):
-        return _run_locked(load_or_create_plan(config, engine, root), shards, on_commit, started)
+        return _run_locked(load_or_create_plan(config, engine, root), shards, on_commit, started, progress)
 
 
 def _run_locked(plan: Plan, shards: Sequence[str] | None, on_commit: Callable[[ShardStats], None] | None,
-                started: float) -> JobReport:
+                started: float, progress: JobProgress | None = None) -> JobReport:
     config, engine = plan.config, plan.engine
     markers = plan.manifest.refresh_states(plan.root)
     already = len(markers)
@@ -163,7 +169,13 @@ def _run_locked(plan: Plan, shards: Sequence[str] | None, on_commit: Callable[[S
         if fit_options is not None:
             plan.template_npz = fit_consistent_masks(plan, fit_options)
         with ray_session(config.execution):
-            processed = _run_shards(plan, pending, record)
+            if progress is not None:
+                progress.start(sum(shard.rows for shard in pending))
+            try:
+                processed = _run_shards(plan, pending, record, progress)
+            finally:
+                if progress is not None:
+                    progress.finish()
 
     markers = {shard.name: markers.get(shard.name) or committed_now[shard.name]
                for shard in plan.manifest.shards if shard.name in markers or shard.name in committed_now}
@@ -179,6 +191,4 @@ def _run_locked(plan: Plan, shards: Sequence[str] | None, on_commit: Callable[[S
     )
     plan.manifest.save(plan.root)
     plan.root.write_json(REPORT_FILE, report.to_dict())
-    if engine.warning:
-        log.warning("\n%s\n%s\n%s", FALLBACK_BANNER, engine.warning, FALLBACK_BANNER)
     return report

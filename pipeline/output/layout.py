@@ -12,6 +12,7 @@
     _job/parts/<shard>/group-N.parquet  a shard's groups as the workers wrote them, until the shard's
                                    file is assembled from them (then deleted)
     report.html                    the HTML report (`matpipe report`, the flow)
+    README.md                      the Hugging Face dataset card (configs, features; `pipeline.dataset_card`)
 
 Temporary files are hidden (`.<name>.tmp-<random>`) next to their target, so no reader ever takes them for
 output. Every relative name built from row data goes through `safe_relative_path`: nothing leaves the root.
@@ -35,6 +36,7 @@ TEMPLATE_FILE = f"{JOB_DIR}/consistent_template.npz"
 LOCK_FILE = f"{JOB_DIR}/driver.lock"
 PARTS_DIR = f"{JOB_DIR}/parts"
 HTML_REPORT_FILE = "report.html"
+DATASET_CARD_FILE = "README.md"  # the Hugging Face dataset card: `datasets.load_dataset(OUT)` reads data/ only
 # The folders where an interrupted run can leave temporary files behind (image files are redone in place).
 TEMPORARY_FOLDERS = (DATA_DIR, MARKERS_DIR, JOB_DIR)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,20 @@ def postprocess_config(method: str, overrides: Mapping[str, Any] | None) -> Any:
     return dataclasses.replace(default_postprocess(method), **dict(overrides or {}))
 
 
+def template_bytes(template_npz: bytes | Sequence[Any] | None) -> bytes | None:
+    """The fitted template's bytes, given as is or as a one-element list holding their ObjectRef.
+
+    The job passes the list: Ray would put the bytes (large) in its object store itself and then warn
+    that a restarted actor could lose its constructor arguments; a reference inside a list travels
+    inline, the driver keeps the object alive, and each actor fetches it here.
+    """
+    if isinstance(template_npz, (list, tuple)):
+        import ray
+
+        return ray.get(template_npz[0])
+    return template_npz
+
+
 def build_mask_generator(method: str, options: Mapping[str, Any] | None = None,
                          template_npz: bytes | None = None) -> Any:
     """The named generator from pipeline.masks, fitted with `template_npz` when given: the consistent
@@ -43,6 +57,7 @@ def build_mask_generator(method: str, options: Mapping[str, Any] | None = None,
     from pipeline import masks
 
     generator = masks.build_mask_generator(method, options)
+    template_npz = template_bytes(template_npz)
     if template_npz is not None:
         from pipeline.masks.consistent import WatermarkTemplate
 
@@ -90,7 +105,9 @@ class MaskStage:
 
     def _results(self, batch: Batch, indices: list[int]) -> Iterator[tuple[int, Any]]:
         images = [batch["image"][i] for i in indices]
-        keys = [text(batch[self.key_column][i]) for i in indices]
+        # A listing saved before the `key` column existed (a resumed job) matches on ids, as it did then.
+        key_column = self.key_column if self.key_column in batch else "id"
+        keys = [text(batch[key_column][i]) or text(batch["id"][i]) for i in indices]
         try:
             yield from zip(indices, _generate(self.generator, images, keys))
             return

@@ -155,3 +155,31 @@ def test_invalid_config_fails_before_any_work(prefect_api, tmp_path):
                             return_state=True)
     assert state.is_failed()
     assert not (tmp_path / "o").exists()
+
+
+def _markdown_report(flow_run_id) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=["restore-report"])))
+    return artifacts[0].data
+
+
+def test_failed_rows_fail_the_flow_after_its_report_unless_allowed(prefect_api, ray_session, tmp_path):
+    from flows.restore import restore_dataset
+
+    job = _job(tmp_path, "failing", shard_size=4)
+    (Path(job["inputs"]["uris"][0]) / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+
+    state = restore_dataset(config=job, html_report=False, return_state=True)
+    assert state.is_failed()
+    assert "1 of 4 rows failed" in state.message and "decode 1" in state.message
+    report = _markdown_report(state.state_details.flow_run_id)
+    assert "## Failed rows" in report and "| `broken.jpg` | decode |" in report
+
+    # The same rule as `matpipe run --allow-failures`: a quarter of the rows is within 0.25.
+    allowed = restore_dataset(config=job, html_report=False, allow_failures=0.25, return_state=True)
+    assert allowed.is_completed(), allowed.message
+    assert allowed.result()["outcome"].startswith("1 of 4 rows failed (25.0%; allowed 25.0%)")

@@ -42,6 +42,18 @@ def test_report_shows_counts_failures_metrics_and_thumbnails(ray_session, tmp_pa
     for label in ("before", "mask", "after"):
         assert len(re.findall(rf"<img src='data:image/jpeg;base64,[^']+' alt='{label} of ", document)) >= 3
 
+    # The failed row itself: id, stage and message (not only a count by stage).
+    assert summary["failed_rows"]["rows"][0]["id"] == "broken.jpg"
+    assert summary["failed_rows"]["rows"][0]["stage"] == "decode" and summary["failed_rows"]["omitted"] == 0
+    assert "<h2>Failed rows (1)</h2>" in document and "<td>broken.jpg</td><td>decode</td>" in document
+    assert "BytesIO" not in document
+    # Each figure says which way is better.
+    assert "<th>better</th>" in document and "<td>color_delta_e</td><td>lower</td>" in document
+    # No row appears in both grids.
+    grids = dict(re.findall(r"<section><h2>(Sample|Worst[^<]*)</h2>(.*?)</section>", document))
+    shown = [set(re.findall(r"<h4>([^<—]+?)(?: —[^<]*)?</h4>", body)) for body in grids.values()]
+    assert len(shown) == 2 and shown[0] and shown[1] and not shown[0] & shown[1]
+
     assert main(["report", str(output)]) == 0
     assert (output / "report.html").read_text() .startswith("<!doctype html>")
 
@@ -55,3 +67,14 @@ def test_failure_reasons_group_by_kind():
     assert failure_reason("decode: cannot identify image file 'a.jpg'") == "decode"
     assert failure_reason("mask: hole ratio 0.93 above 0.5") == "mask"
     assert failure_reason("no colon here 123") == "no colon here N"
+
+
+def test_sample_and_worst_grids_never_share_a_row():
+    import pyarrow as pa
+
+    from pipeline.report import ReportOptions, _select_rows
+
+    table = pa.table({"status": ["ok"] * 6 + ["failed"], "seam_score": [1.0, 5.0, 2.0, 9.0, 1.5, 3.0, None]})
+    sample, worst, metric = _select_rows(table, ReportOptions(sample_rows=12, worst_rows=12))
+    assert metric == "seam_score" and worst == [3, 1, 5]  # at most half of the ok rows, worst first
+    assert sorted(sample) == [0, 2, 4] and not set(sample) & set(worst)

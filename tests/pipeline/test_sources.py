@@ -80,7 +80,9 @@ def test_parquet_bytes_and_hf_struct_across_row_groups(tmp_path):
 
     rows = listed(InputConfig(uris=(str(tmp_path / "data"),)))
 
-    assert [row["id"] for row in rows] == [f"hf.parquet#{i}" for i in range(7)] + ["raw.parquet#0", "raw.parquet#1"]
+    # A Hugging Face Image cell names its file: that is the id (and the key given masks match on).
+    assert [row["id"] for row in rows] == [f"img{i}.png" for i in range(7)] + ["raw.parquet#0", "raw.parquet#1"]
+    assert [row["key"] for row in rows] == [row["id"] for row in rows]
     assert {row["column"] for row in rows} == {"picture", "jpeg"}
     assert [(row["row_group"], row["row_in_group"]) for row in rows[:7]] == [(0, 0), (0, 1), (0, 2), (1, 0),
                                                                              (1, 1), (1, 2), (2, 0)]
@@ -151,3 +153,36 @@ def test_listing_errors_name_the_input(tmp_path):
     write_parquet(tmp_path / "bad" / "t.parquet", pa.table({"n": [1, 2]}))
     with pytest.raises(SourceError, match="cannot tell which column holds the images"):
         list_inputs(InputConfig(uris=(str(tmp_path / "bad"),)))
+
+
+def hf_struct(cells):
+    return pa.array(cells, pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+
+
+def test_hf_parquet_picks_up_an_id_column_and_keeps_the_struct_path_as_key(tmp_path):
+    images = [encode(textured_image(8, 8, i)) for i in range(3)]
+    table = pa.table({"id": [10, 11, 12], "image": hf_struct(
+        [{"bytes": data, "path": f"photos/p{i}.jpg"} for i, data in enumerate(images)])})
+    write_parquet(tmp_path / "train.parquet", table, hf_image_column="image")
+
+    rows = listed(InputConfig(uris=(str(tmp_path / "train.parquet"),)))
+
+    assert [row["id"] for row in rows] == ["10", "11", "12"]
+    assert [row["key"] for row in rows] == ["photos/p0.jpg", "photos/p1.jpg", "photos/p2.jpg"]
+    # --id-column wins over the column named "id"
+    rows = listed(InputConfig(uris=(str(tmp_path / "train.parquet"),), id_column="id", image_column="image"))
+    assert [row["id"] for row in rows] == ["10", "11", "12"]
+
+
+def test_hf_struct_paths_that_repeat_or_point_elsewhere_stay_safe_ids(tmp_path):
+    data = encode(textured_image(8, 8, 0))
+    cells = [{"bytes": data, "path": "same.jpg"}, {"bytes": data, "path": "same.jpg"},
+             {"bytes": data, "path": "/home/someone/data/abs.jpg"}, {"bytes": data, "path": "../up.jpg"},
+             {"bytes": data, "path": None}]
+    write_parquet(tmp_path / "t.parquet", pa.table({"image": hf_struct(cells)}), hf_image_column="image")
+
+    rows = listed(InputConfig(uris=(str(tmp_path / "t.parquet"),)))
+
+    # Two rows naming the same file keep their row ids (not duplicates of each other: their bytes differ).
+    assert [row["id"] for row in rows] == ["t.parquet#0", "t.parquet#1", "abs.jpg", "up.jpg", "t.parquet#4"]
+    assert not any(row["duplicate_of"] for row in rows)

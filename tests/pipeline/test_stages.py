@@ -41,6 +41,8 @@ def test_decode_turns_each_bad_input_into_a_failed_row_and_keeps_the_others():
     assert list(out["status"]) == ["", "failed", "failed", "failed", ""]
     assert out["error"][1] == "decode: empty file (0 bytes)"
     assert out["error"][2].startswith("decode: ImageDecodeError: cannot decode image")
+    # The bytes are described, not Pillow's in-memory buffer ("<_io.BytesIO object at 0x…>").
+    assert "BytesIO" not in out["error"][2] and "12 bytes starting 74 68 69 73" in out["error"][2]
     assert out["error"][3].startswith("decode: ImageDecodeError")
     assert out["image"][0].shape == (10, 12, 3) and (out["width"][0], out["height"][0]) == (12, 10)
     assert out["alpha"][0].size == 0 and np.all(out["alpha"][4] == 77)

@@ -80,7 +80,7 @@ def test_bad_configuration_ends_the_run_with_a_message(tmp_path, capsys):
     photos = tmp_path / "photos"
     save(photos / "x.jpg", np.zeros((8, 8, 3), np.uint8))
     status = main(["masks", "--input", str(photos), "--output", str(tmp_path / "out"), "--method", "given"])
-    assert status == 1
+    assert status == 2  # could not start (a failed row would be 1)
     assert "exactly one of mask_dir or parquet" in capsys.readouterr().err
 
 
@@ -133,6 +133,6 @@ def test_sam_without_a_checkpoint_explains_where_to_get_it(tmp_path, monkeypatch
     monkeypatch.setenv("MATPIPE_CACHE_DIR", str(tmp_path / "cache"))
     save(tmp_path / "in" / "p.jpg", np.zeros((8, 8, 3), np.uint8))
     assert main(["masks", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--method", "sam",
-                 "--sam-model-type", "vit_b"]) == 1
+                 "--sam-model-type", "vit_b"]) == 2
     error = capsys.readouterr().err
     assert "sam_vit_b_01ec64.pth" in error and str(tmp_path / "cache") in error
