@@ -23,20 +23,28 @@ _EXPORTS = {
     "sample_latents": "matcore.generator",
     "Inpainter": "matcore.inpainter",
     "load_generator": "matcore.loading",
+    "build_engine": "matcore.build",
+    "engine_registry": "matcore.build",
+    "CheckpointRef": "matcore.pinned",
+    "pin_checkpoint": "matcore.pinned",
+    "fetch_checkpoint": "matcore.pinned",
 }
 
 __all__ = [
     "Generator", "Discriminator", "sample_latents", "load_generator",
     "Inpainter", "ClassicalInpainter", "InpaintEngine", "InpaintResult", "EngineInfo",
+    "build_engine", "engine_registry", "CheckpointRef", "pin_checkpoint", "fetch_checkpoint",
 ]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from matcore.build import build_engine, engine_registry
     from matcore.classical import ClassicalInpainter
     from matcore.discriminator import Discriminator
     from matcore.engine import EngineInfo, InpaintEngine, InpaintResult
     from matcore.generator import Generator, sample_latents
     from matcore.inpainter import Inpainter
     from matcore.loading import load_generator
+    from matcore.pinned import CheckpointRef, fetch_checkpoint, pin_checkpoint
 
 
 def __getattr__(name: str) -> Any:

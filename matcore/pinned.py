@@ -210,7 +210,8 @@ def _fetch_uri(source: str, target: Path, expected: str | None) -> str:
     hint = (f"check that every node reads the same file at {source} (the driver pinned sha256 {expected}), "
             f"or put a copy at {target} on {_machine()}") if expected else f"put the file at {target} by hand"
     if source_kind(source) == "http":
-        return registry.download_verified(source, target, check, label=source, hint=hint, progress=False)
+        return registry.download_verified(source, target, check, label=f"checkpoint {target.name}", hint=hint,
+                                          progress=False)
     try:
         import fsspec
     except ImportError as exc:
