@@ -395,7 +395,8 @@ class TextMaskGenerator:
         filled_boxes = 0
         if self.config.fill == "glyphs":
             for number in holes_from:
-                crop, (y0, x0), used_box = glyph_hole(image, kept[number].polygon, margin_px=self.config.glyph_margin_px)
+                crop, (y0, x0), used_box = glyph_hole(image, kept[number].polygon,
+                                                      margin_px=self.config.glyph_margin_px)
                 hole[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
                 filled_boxes += int(used_box)
         else:
