@@ -11,7 +11,7 @@ the filled boxes. Every model file is part of an installed wheel, so this works 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .base import MaskResult, check_image
+from .base import MaskResult, check_image, config_from_mapping
 from .glyphs import glyph_hole
 from .text_detector import (
     DETECTOR_MODELS,
@@ -133,8 +133,8 @@ class TextMaskConfig:
             raise ValueError("unclip_ratio and min_side must be >= 0 and max_side >= 64")
         if self.sessions < 1 or self.threads_per_session < 0 or self.batch_size < 1:
             raise ValueError("sessions and batch_size must be >= 1, threads_per_session >= 0")
-        if isinstance(self.overlay, dict):  # from a mapping (CLI, YAML): validated by OverlayRule itself
-            object.__setattr__(self, "overlay", OverlayRule(**self.overlay))
+        if isinstance(self.overlay, Mapping):  # from a mapping (CLI, YAML): unknown keys are errors
+            object.__setattr__(self, "overlay", config_from_mapping(OverlayRule, self.overlay))
         if not isinstance(self.overlay, OverlayRule):
             raise ValueError(f"overlay must be a mapping of OverlayRule fields, got {type(self.overlay).__name__}")
         if self.model_path is not None and not Path(self.model_path).is_file():
@@ -395,7 +395,8 @@ class TextMaskGenerator:
         filled_boxes = 0
         if self.config.fill == "glyphs":
             for number in holes_from:
-                crop, (y0, x0), used_box = glyph_hole(image, kept[number].polygon, margin_px=self.config.glyph_margin_px)
+                crop, (y0, x0), used_box = glyph_hole(image, kept[number].polygon,
+                                                      margin_px=self.config.glyph_margin_px)
                 hole[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
                 filled_boxes += int(used_box)
         else:

@@ -104,7 +104,8 @@ def region_cues(image: np.ndarray, polygon: np.ndarray,
     step[:, :-1] = np.abs(np.diff(gray, axis=1))
     step[:-1, :] = np.maximum(step[:-1, :], np.abs(np.diff(gray, axis=0)))
     stroke_u8 = stroke.astype(np.uint8)
-    edge = (cv2.dilate(stroke_u8, np.ones((3, 3), np.uint8)) > 0) & ~(cv2.erode(stroke_u8, np.ones((3, 3), np.uint8)) > 0)
+    ring = np.ones((3, 3), np.uint8)
+    edge = (cv2.dilate(stroke_u8, ring) > 0) & ~(cv2.erode(stroke_u8, ring) > 0)
     # Contrast of the letters' core (their most extreme half), not their anti-aliased rims.
     deviation = gray[stroke] - float(gray[background].mean())
     core = np.abs(deviation) >= np.median(np.abs(deviation))

@@ -89,11 +89,24 @@ def test_text_method_writes_the_text_mask(photo, tmp_path):
     save(tmp_path / "in" / "wm.png", image)
     out = tmp_path / "out"
     assert main(["masks", "--input", str(tmp_path / "in"), "--output", str(out), "--method", "text",
-                 "--position", "corners"]) == 0
+                 "--position", "corners", "--no-keep-scene-text"]) == 0
     hole = read_hole(out / "wm.png")
     assert hole[270:300, 250:470].mean() > 0.5 and not hole[:200].any()
     row = sidecar(out)["wm.png"]
     assert row["status"] == "ok" and len(row["boxes"]) == 1 and row["scores"][0] > 0.5
+
+
+def test_text_method_keeps_scene_text_by_default_and_says_why(photo, tmp_path):
+    """Opaque white text on a calm background cannot be told from a sign: kept by default, with the reason."""
+    image, _ = paint_text(photo, "WATERMARK 2024", (250, 270), size=28)
+    save(tmp_path / "in" / "wm.png", image)
+    out = tmp_path / "out"
+    assert main(["masks", "--input", str(tmp_path / "in"), "--output", str(out), "--method", "text"]) == 0
+    row = sidecar(out)["wm.png"]
+    assert not read_hole(out / "wm.png").any()
+    (region,) = row["details"]["regions"]
+    assert region["text"] == "WATERMARK2024" or "WATERMARK" in region["text"]
+    assert not region["kept"] and region["reason"].startswith("scene") and "translucency" in region["cues"]
 
 
 def test_consistent_method_fits_on_the_folder_and_saves_its_template(photo, tmp_path):

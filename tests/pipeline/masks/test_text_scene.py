@@ -81,6 +81,8 @@ def test_the_rule_is_explicit_and_configurable():
     assert not coloured.overlay and "grey" in coloured.reason
     with pytest.raises(ValueError):
         TextMaskConfig(overlay={"ambiguous": "maybe"})
+    with pytest.raises(ValueError, match="valid: ambiguous"):
+        TextMaskConfig(overlay={"min_sharpness": 0.5})
     assert TextMaskConfig(overlay={"max_translucency": 0.9}).overlay.max_translucency == 0.9
 
 
