@@ -178,7 +178,8 @@ def test_automatic_decoding_equals_dense_on_random_holes(noisy_generator256):
 def test_cropped_decoding_in_float64_equals_dense_to_rounding(noisy_generator256):
     # One image, several regions (corner, border, a 3-px stroke): batch 1 takes the fused-weight
     # formulation, and random noise must be drawn in the dense order.
-    keep = _keep(256, (slice(0, 30), slice(0, 30)), (slice(128, 131), slice(7, 250)), (slice(200, 256), slice(221, 256)))
+    keep = _keep(256, (slice(0, 30), slice(0, 30)), (slice(128, 131), slice(7, 250)),
+                 (slice(200, 256), slice(221, 256)))
     generator = copy.deepcopy(noisy_generator256).double()
     _compare(generator, keep, [9], "crop", noise_mode="random")
 
