@@ -68,7 +68,7 @@ class LevelPlan:
 @dataclass(frozen=True)
 class GroupPlan:
     samples: tuple[int, ...]
-    levels: tuple[LevelPlan, ...]  # one per block of the ladder, bottom to top (entries below the first cropped level unused)
+    levels: tuple[LevelPlan, ...]  # one per block of the ladder, bottom to top (only the cropped ones are used)
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ def plan_ladder(groups: Sequence[CropGroup], out_sizes: Sequence[int], channels:
         crop = 0
         for plan in plans:
             lp = plan.levels[level]
-            crop += len(plan.samples) * (4 * lp.inputs[0].area * c_in * c_out + lp.conv1_inputs[0].area * c_out * c_out)
+            conv0 = 4 * lp.inputs[0].area * c_in * c_out
+            crop += len(plan.samples) * (conv0 + lp.conv1_inputs[0].area * c_out * c_out)
         dense = batch * size * size * (c_in * c_out + c_out * c_out)
         if crop > CROP_WORTH * dense:
             break

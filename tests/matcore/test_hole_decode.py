@@ -1,11 +1,15 @@
 """Hole-aware decoding gives the dense forward's output: the receptive-field rules behind it, the hole
 boxes, and whole forwards (dense against crops) over many hole shapes, sizes and positions.
 
-The whole-forward comparisons run the generator in float64: there the only differences between dense and
-cropped decoding are float rounding (≈ 1e-13), so a tight tolerance catches a single missing halo pixel,
-which float32's rounding of differently shaped convolutions (≈ 1e-6) could hide.
+Whole forwards are compared image by image, relative to the image's largest output value. In float64 the
+only difference between dense and cropped decoding is rounding (≈ 1e-13): one such test holds the crops
+to 1e-10. float64 convolutions are slow on CPU, so the many-shapes tests run in float32, where rounding
+differs by ≈ 1e-6 and the tolerance is 1e-4: a wrong or missing halo pixel changes outputs next to it by
+≳ 1e-2 of the image's range.
 """
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -16,7 +20,7 @@ from matcore.hole_regions import Box, group_crops, hole_boxes
 from matcore.resample import conv2d_resample, setup_filter, upsample2d
 
 F64_REL_MAX = 1e-10
-F32_REL_MAX = 1e-5  # float32: convolutions over crops round differently from the dense ones (measured ≈ 1e-6)
+F32_REL_MAX = 1e-4  # float32: convolutions over crops round differently from the dense ones (measured ≈ 1e-6)
 
 
 def _dependencies(op, in_size: int) -> dict[int, set[int]]:
@@ -95,31 +99,35 @@ def test_crop_groups_pad_alike_boxes_together_and_keep_unlike_ones_apart():
     assert len(one_call) == 1
 
 
-@pytest.fixture(scope="module")
-def generator256_f64():
-    """A 256² generator in float64 with noise switched on (the checkpoints' noise strengths are not zero)."""
-    torch.manual_seed(1234)
-    generator = Generator(256).eval().requires_grad_(False)
+def _with_noise(generator: Generator) -> Generator:
+    """Noise switched on (the checkpoints' noise strengths are not zero; the random init's are)."""
     for name, param in generator.named_parameters():
         if name.endswith("noise_strength"):
             param.fill_(0.3)
-    return generator.double()
+    return generator
+
+
+@pytest.fixture(scope="module")
+def noisy_generator256():
+    torch.manual_seed(1234)
+    return _with_noise(Generator(256).eval().requires_grad_(False))
 
 
 def _named_holes(size: int) -> torch.Tensor:
-    """Borders, corners, thin strokes at odd positions, several regions, the full image, no hole."""
-    keep = torch.ones(6, 1, size, size)
+    """Borders, corners, thin strokes at odd positions, several regions, soft values, the full image, and
+    an image without a hole, in four images."""
+    keep = torch.ones(4, 1, size, size)
     keep[0, :, 0:13, 0:97] = 0  # a line in the top-left corner
+    keep[0, :, 137:138, 11:190] = 0  # a 1-px stroke at odd coordinates
+    keep[0, :, 60:200, 221:222] = 0  # and a vertical one
+    keep[0, :, 100:130, 100:130] = 0.5  # a soft blob
     keep[1, :, 3:41, 5:57] = 0  # a logo top-left ...
     keep[1, :, size - 9:size, size - 150:size] = 0  # ... and a line on the bottom-right border
-    keep[2, :, 37:38, 11:190] = 0  # a 1-px stroke at odd coordinates
-    keep[2, :, 60:200, 201:202] = 0  # and a vertical one
-    keep[3, :, 100:150, 100:150] = 0.5  # a soft blob in the middle
-    keep[3, :, size - 20:size, 0:20] = 0  # bottom-left corner
-    for k in range(6):  # scattered dots
-        keep[3, :, 17 + 37 * k: 20 + 37 * k, 230 - 31 * k: 234 - 31 * k] = 0
-    keep[4] = 0  # the full image
-    return keep  # keep[5]: no hole at all
+    keep[1, :, size - 20:size, 0:20] = 0  # the bottom-left corner
+    for k in range(5):  # scattered dots
+        keep[1, :, 57 + 37 * k: 60 + 37 * k, 230 - 31 * k: 234 - 31 * k] = 0
+    keep[2] = 0  # the full image
+    return keep  # keep[3]: no hole at all
 
 
 def _random_holes(batch: int, size: int, seed: int) -> torch.Tensor:
@@ -159,19 +167,21 @@ def _compare(generator, keep, seeds, mode, noise_mode="const", dtype=torch.float
             f"{name}: relative max error per image {err.tolist()}"
 
 
-def test_cropped_decoding_equals_dense_on_named_hole_shapes(generator256_f64):
-    _compare(generator256_f64, _named_holes(256), [1, 2, 3, 4, 5, 6], "crop")
+def test_cropped_decoding_equals_dense_on_named_hole_shapes(noisy_generator256):
+    _compare(noisy_generator256, _named_holes(256), [1, 2, 3, 4], "crop", dtype=torch.float32)
 
 
-@pytest.mark.parametrize("seed", [11, 12])
-def test_automatic_decoding_equals_dense_on_random_holes(generator256_f64, seed):
-    _compare(generator256_f64, _random_holes(3, 256, seed), [seed, seed + 1, seed + 2], "auto")
+def test_automatic_decoding_equals_dense_on_random_holes(noisy_generator256):
+    _compare(noisy_generator256, _random_holes(3, 256, seed=11), [11, 12, 13], "auto", dtype=torch.float32)
 
 
-def test_cropped_decoding_of_one_image_with_random_noise_equals_dense(generator256_f64):
-    # Batch 1 takes the fused-weight formulation, and random noise must be drawn as in the dense order.
-    keep = _keep(256, (slice(0, 30), slice(0, 30)), (slice(128, 131), slice(7, 250)), (slice(200, 256), slice(221, 256)))
-    _compare(generator256_f64, keep, [9], "crop", noise_mode="random")
+def test_cropped_decoding_in_float64_equals_dense_to_rounding(noisy_generator256):
+    # One image, several regions (corner, border, a 3-px stroke): batch 1 takes the fused-weight
+    # formulation, and random noise must be drawn in the dense order.
+    keep = _keep(256, (slice(0, 30), slice(0, 30)), (slice(128, 131), slice(7, 250)),
+                 (slice(200, 256), slice(221, 256)))
+    generator = copy.deepcopy(noisy_generator256).double()
+    _compare(generator, keep, [9], "crop", noise_mode="random")
 
 
 def test_decode_mode_is_checked(generator256):
@@ -179,6 +189,7 @@ def test_decode_mode_is_checked(generator256):
         generator256(torch.zeros(1, 3, 256, 256), torch.ones(1, 1, 256, 256), torch.zeros(1, 512), decode="sparse")
 
 
+@pytest.mark.slow  # bfloat16 is emulated (tens of times slower than float32) on CPUs without AVX512-BF16
 @pytest.mark.parametrize("dtype", [torch.bfloat16])
 def test_reduced_precision_hole_decoding_stays_as_close_as_dense(generator256, dtype):
     keep = _keep(256, (slice(0, 20), slice(0, 120)), (slice(230, 256), slice(150, 256)))
@@ -204,7 +215,7 @@ def test_reduced_precision_hole_decoding_stays_as_close_as_dense(generator256, d
 @pytest.mark.slow
 def test_hole_decoding_at_512_equals_dense_for_watermark_holes():
     torch.manual_seed(1234)
-    generator = Generator(512).eval().requires_grad_(False)
+    generator = _with_noise(Generator(512).eval().requires_grad_(False))
     keep = torch.ones(2, 1, 512, 512)
     keep[0, :, 480:505, 250:505] = 0  # a line in the bottom-right corner
     keep[0, :, 8:70, 10:130] = 0  # and a logo top-left
