@@ -53,7 +53,7 @@ def ray_head():
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         address = f"http://127.0.0.1:{dashboard}"
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 420  # a loaded 2-core machine needs minutes
         while True:
             probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
                                    capture_output=True, text=True, timeout=120)
