@@ -64,11 +64,13 @@ def ray_head():
             time.sleep(2)
         yield {**env, "RAY_ADDRESS": address}, Path(temp_dir)
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
         try:
+            os.killpg(head.pid, signal.SIGTERM)
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        except ProcessLookupError:  # the head and its group already exited
             head.wait()
 
 
