@@ -76,11 +76,17 @@ def ray_head():
 
 def test_ray_job_submit_runs_the_example_job(ray_head):
     env, temp_dir = ray_head
-    submit = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--working-dir", ".", "--",
-         "python", "-m", "flows.ray_entry", "--config", "examples/sample-job.yaml"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
-    logs = submit.stdout + submit.stderr
+    for _attempt in range(3):
+        submit = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--working-dir", ".", "--",
+             "python", "-m", "flows.ray_entry", "--config", "examples/sample-job.yaml"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+        logs = submit.stdout + submit.stderr
+        # On a loaded machine the dashboard can miss the client's first connection check (nothing was
+        # submitted then): try again; any other outcome is the job's.
+        if "Failed to connect to Ray at address" not in logs:
+            break
+        time.sleep(10)
     assert submit.returncode == 0, logs[-6000:]
     assert "succeeded" in logs and "rows: 6 (ok 6, failed 0, skipped 0)" in logs, logs[-6000:]
     # The example's relative output lands in the job's copy of the working directory.
