@@ -53,7 +53,7 @@ def ray_head():
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         address = f"http://127.0.0.1:{dashboard}"
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 420  # a loaded 2-core machine needs minutes
         while True:
             probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
                                    capture_output=True, text=True, timeout=120)
@@ -64,21 +64,29 @@ def ray_head():
             time.sleep(2)
         yield {**env, "RAY_ADDRESS": address}, Path(temp_dir)
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
         try:
+            os.killpg(head.pid, signal.SIGTERM)
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        except ProcessLookupError:  # the head and its group already exited
             head.wait()
 
 
 def test_ray_job_submit_runs_the_example_job(ray_head):
     env, temp_dir = ray_head
-    submit = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--working-dir", ".", "--",
-         "python", "-m", "flows.ray_entry", "--config", "examples/sample-job.yaml"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
-    logs = submit.stdout + submit.stderr
+    for _attempt in range(3):
+        submit = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--working-dir", ".", "--",
+             "python", "-m", "flows.ray_entry", "--config", "examples/sample-job.yaml"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+        logs = submit.stdout + submit.stderr
+        # On a loaded machine the dashboard can miss the client's first connection check (nothing was
+        # submitted then): try again; any other outcome is the job's.
+        if "Failed to connect to Ray at address" not in logs:
+            break
+        time.sleep(10)
     assert submit.returncode == 0, logs[-6000:]
     assert "succeeded" in logs and "rows: 6 (ok 6, failed 0, skipped 0)" in logs, logs[-6000:]
     # The example's relative output lands in the job's copy of the working directory.
