@@ -86,6 +86,9 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            # "local": always a fresh instance, never a cluster another process on the machine runs (a plain
+            # ray.init() joins any running one, and then refuses num_cpus).
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             object_store_memory=RAY_TEST_OBJECT_STORE_BYTES,
