@@ -69,8 +69,7 @@ class CommitBoard:
     """Where the flow's shard tasks learn that the shared pipeline committed their shard (one per output,
     in the flow's process; the pipeline's `on_commit` posts to it)."""
 
-    def __init__(self, shard_names: list[str]) -> None:
-        self._expected = set(shard_names)
+    def __init__(self) -> None:
         self._changed = threading.Condition()
         self._stats: dict[str, dict[str, Any]] = {}
         self._finished = False
@@ -87,9 +86,9 @@ class CommitBoard:
             self._changed.notify_all()
 
     def wait(self, shard_name: str) -> dict[str, Any] | None:
-        """The shard's marker once committed, or None when the pipeline ended without it (or never had it)."""
-        if shard_name not in self._expected:
-            return None
+        """The shard's marker once committed, or None when the pipeline ended without it. A shard the
+        pipeline does not run (committed before it) waits for its end too: only then is the output's driver
+        lock free for the caller to read the shard back through `run_job`."""
         with self._changed:
             self._changed.wait_for(lambda: shard_name in self._stats or self._finished)
             return self._stats.get(shard_name)
@@ -256,7 +255,7 @@ def restore_dataset(config: dict[str, Any] | None = None, config_path: str | Non
     with ray_session(job.execution):
         runner = None
         if pending:
-            _BOARDS[uri] = CommitBoard(pending)
+            _BOARDS[uri] = CommitBoard()
             runner = run_shards.submit(job_data, pending, uri)
         try:
             futures = {}

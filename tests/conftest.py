@@ -86,7 +86,8 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
-            # Always a fresh instance: never a cluster that `ray start` (another test, another user) runs here.
+            # "local": always a fresh instance, never a cluster another process on the machine runs (a plain
+            # ray.init() joins any running one, and then refuses num_cpus).
             address="local",
             num_cpus=2,
             include_dashboard=False,

@@ -27,7 +27,7 @@ from pipeline.job.fit import fit_consistent_masks
 from pipeline.job.plan import Plan, load_or_create_plan, open_output, summary_fields
 from pipeline.job.resources import data_context, ray_session
 from pipeline.job.summary import JobReport
-from pipeline.output.layout import REPORT_FILE
+from pipeline.output.layout import PARTS_DIR, REPORT_FILE
 from pipeline.output.lock import exclusive_driver
 from pipeline.output.shards import ShardSpec, ShardStats, commit_shard, merge_stats
 from pipeline.output.writer import ShardFiles, assemble_shard
@@ -116,6 +116,7 @@ def _run_shards(plan: Plan, shards: Sequence[ShardSpec], on_commit: Callable[[Sh
     if committer.open:
         missing = ", ".join(f"{p.shard.name} ({p.rows}/{p.shard.rows} rows)" for p in committer.open.values())
         raise JobError(f"the pipeline ended before these shards were complete: {missing}")
+    plan.root.delete_dir(PARTS_DIR)  # empty by now: each assembly deleted its shard's parts
     return committer.committed_rows
 
 
