@@ -172,8 +172,7 @@ def _grid(title: str, table: pa.Table, indices: Sequence[int], originals: dict[s
             ("mask", _thumbnail(picture.get("mask"), size)),
             ("after", _thumbnail(image.get("bytes"), size)),
         )
-        # Not `pictures`: that name holds every shown row's bytes for the next iteration.
-        figures = "".join(
+        thumbnails = "".join(
             f"<div><img src='{src}' alt='{label} of {html.escape(row_id)}'><span>{label}</span></div>"
             if src else f"<div class='missing'><span>{label}: n/a</span></div>"
             for label, src in triple
@@ -182,7 +181,7 @@ def _grid(title: str, table: pa.Table, indices: Sequence[int], originals: dict[s
         if metric is not None:
             value = table.column(metric)[i].as_py()
             score = f" — {html.escape(metric)} {value:.4g}" if value is not None else ""
-        cells.append(f"<article><h4>{html.escape(row_id)}{score}</h4><div class='triple'>{figures}</div></article>")
+        cells.append(f"<article><h4>{html.escape(row_id)}{score}</h4><div class='triple'>{thumbnails}</div></article>")
     return f"<section><h2>{html.escape(title)}</h2><div class='grid'>{''.join(cells)}</div></section>"
 
 
