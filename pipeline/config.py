@@ -134,6 +134,11 @@ class EngineConfig:
             Off by default: batched kernels round differently with the batch's make-up, so an image's
             pixels could differ by a grey level between a run and its resume; one image per call keeps
             outputs byte-identical whatever the batching.
+        invert: "auto" recovers the pixels under an alpha-blended watermark found by `consistent`
+            masks by inverting its blend (matte and colour estimated from the dataset at fit time) and
+            inpaints only what cannot be recovered; "off" inpaints the whole hole.
+        invert_options: settings of the inversion (pipeline.watermark.invert.InversionConfig, e.g.
+            `alpha_max`, `smoothness`).
     """
 
     name: Literal["auto", "mat", "opencv"] = "auto"
@@ -144,8 +149,16 @@ class EngineConfig:
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     batch_across_images: bool = False
+    invert: Literal["auto", "off"] = "auto"
+    invert_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, path: str) -> None:
+        from pipeline.watermark.restore import inversion_config
+
+        try:
+            inversion_config(self.invert_options)
+        except (TypeError, ValueError) as exc:
+            _fail(f"{path}.invert_options", str(exc))
         if self.name != "opencv" and not self.checkpoint.strip():
             _fail(f"{path}.checkpoint", "a checkpoint file or registry name is required for MAT")
         if self.seed < 0:

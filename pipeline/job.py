@@ -385,8 +385,16 @@ def _fit_consistent_masks(plan: _Plan, options: Mapping[str, Any]) -> bytes:
     log.info("consistent-watermark fit: %s", getattr(report, "as_dict", lambda: report)())
     buffer = io.BytesIO()
     generator.template.save(buffer)
-    plan.root.write_bytes(TEMPLATE_FILE, buffer.getvalue())
-    return buffer.getvalue()
+    template_npz = buffer.getvalue()
+    if plan.config.engine.invert == "auto" and plan.config.masks.method == "consistent":
+        from pipeline.watermark.fit import fit_matte_into_template
+
+        template_npz, warning = fit_matte_into_template(generator, images, template_npz)
+        if warning:
+            log.warning("%s", warning)
+            plan.warnings.append(warning)
+    plan.root.write_bytes(TEMPLATE_FILE, template_npz)
+    return template_npz
 
 
 def _window_table(plan: _Plan, shards: Sequence[ShardSpec]) -> pa.Table:
@@ -471,7 +479,8 @@ def _chain_stages(plan: _Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> 
             "checkpoint_sha256": plan.engine.checkpoint_sha256, "device": config.engine.device,
             "dtype": config.engine.dtype, "options": config.engine.options, "threads": resources.inpaint_threads,
             "base_seed": config.engine.seed, "batch_across_images": config.engine.batch_across_images,
-            "fault_injection": fault_injection,
+            "fault_injection": fault_injection, "template_npz": plan.template_npz,
+            "invert": config.engine.invert, "invert_options": config.engine.invert_options,
         },
         num_cpus=resources.inpaint_cpus * resources.cpu_scale, num_gpus=resources.gpus_per_actor or None,
         **actor_args,

@@ -442,7 +442,8 @@ class InpaintStage:
     def __init__(self, engine: str, checkpoint: str | None = None, *, checkpoint_sha256: str = "",
                  device: str = "auto", dtype: str = "float32", options: Mapping[str, Any] | None = None,
                  threads: int | None = None, base_seed: int = 0, batch_across_images: bool = False,
-                 fault_injection: Mapping[str, Any] | None = None) -> None:
+                 fault_injection: Mapping[str, Any] | None = None, template_npz: bytes | None = None,
+                 invert: str = "auto", invert_options: Mapping[str, Any] | None = None) -> None:
         if threads:
             import cv2
 
@@ -464,6 +465,11 @@ class InpaintStage:
         self.base_seed = base_seed
         self.fault_injection = dict(fault_injection or {})
         self.engine = Engine(engine, checkpoint, device=device, dtype=dtype, options=options)
+        # Alpha-blended watermarks with a matte saved in the template are inverted first; the engine
+        # only fills what inversion cannot recover (see pipeline.watermark).
+        from pipeline.watermark.restore import InversionStep
+
+        self.inversion = InversionStep.from_template(template_npz, invert_options) if invert == "auto" else None
 
     def _inpaint(self, images: list[np.ndarray], holes: list[np.ndarray], seeds: list[int]) -> list[Any]:
         if self.batch_across_images and len(images) > 1:
@@ -478,6 +484,29 @@ class InpaintStage:
             except Exception as exc:  # noqa: BLE001
                 results.append(exc)
         return results
+
+    def _invert(self, batch: Batch, pending: list[int], images: dict[int, np.ndarray], holes: dict[int, np.ndarray],
+                inverted_px: np.ndarray, inpainted_px: np.ndarray, residuals: np.ndarray) -> set[int]:
+        """Invert the watermark of the rows that allow it: their image becomes the inverted one and their
+        hole what is left for the engine (in `images`/`holes`, in place). Returns the rows inverted."""
+        done: set[int] = set()
+        if self.inversion is None or "mask_method" not in batch:
+            return done
+        for index in pending:
+            try:
+                outcome = self.inversion(images[index], holes[index], text(batch["mask_method"][index]),
+                                         text(batch["mask_details"][index]) if "mask_details" in batch else "")
+            except Exception as exc:  # noqa: BLE001 - the engine still fills the whole hole
+                log.warning("%s: watermark inversion failed, inpainting instead: %s", text(batch["id"][index]),
+                            stage_error("invert", exc))
+                continue
+            if outcome is None or outcome.inverted_px == 0:
+                continue
+            images[index], holes[index] = outcome.image, outcome.inpaint_hole
+            inverted_px[index], inpainted_px[index] = outcome.inverted_px, outcome.inpainted_px
+            residuals[index] = outcome.residual
+            done.add(index)
+        return done
 
     def _delays(self, batch: Batch) -> bool:
         first = self.fault_injection.get("delay_from_shard")
@@ -495,19 +524,31 @@ class InpaintStage:
         seeds = (np.asarray(batch["seed"], np.int64).copy() if "seed" in batch else
                  np.array([row_seed(self.base_seed, text(i)) for i in batch["id"]], np.int64))
         times = _float_column(batch, "time_inpaint_s")
+        inverted_px, inpainted_px = _float_column(batch, "hole_inverted_px"), _float_column(batch, "hole_inpainted_px")
+        residuals = _float_column(batch, "invert_residual")
         pending = [i for i in _pending(batch) if "hole" in batch and np.asarray(batch["hole"][i]).any()]
         with _timer(times, pending):
-            outputs = self._inpaint([batch["image"][i] for i in pending],
-                                    [np.asarray(batch["hole"][i], bool) for i in pending],
-                                    [int(seeds[i]) for i in pending]) if pending else []
-        for index, output in zip(pending, outputs):
+            images = {i: batch["image"][i] for i in pending}
+            holes = {i: np.asarray(batch["hole"][i], bool) for i in pending}
+            inverted = self._invert(batch, pending, images, holes, inverted_px, inpainted_px, residuals)
+            to_engine = [i for i in pending if i not in inverted and holes[i].any()]
+            outputs = dict(zip(to_engine, self._inpaint([images[i] for i in to_engine], [holes[i] for i in to_engine],
+                                                        [int(seeds[i]) for i in to_engine]))) if to_engine else {}
+        for index in pending:
+            output = outputs.get(index, images[index])
             if isinstance(output, BaseException):
                 _fail(batch, index, stage_error("inpaint", output))
                 continue
             restored[index] = np.ascontiguousarray(output, dtype=np.uint8)
             engines[index], shas[index] = self.engine_name, self.checkpoint_sha256
+            if index in inverted:
+                engines[index] = f"invert+{self.engine_name}" if holes[index].any() else "invert"
+                shas[index] = self.checkpoint_sha256 if holes[index].any() else ""
+            else:
+                inverted_px[index], inpainted_px[index] = 0, int(holes[index].sum())
             batch["status"][index] = OK
-        batch.update(restored=restored, engine=engines, checkpoint_sha256=shas, seed=seeds, time_inpaint_s=times)
+        batch.update(restored=restored, engine=engines, checkpoint_sha256=shas, seed=seeds, time_inpaint_s=times,
+                     hole_inverted_px=inverted_px, hole_inpainted_px=inpainted_px, invert_residual=residuals)
         assert row_count(batch) == rows
         return batch
 
