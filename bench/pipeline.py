@@ -245,7 +245,7 @@ def end_to_end(images_dir: Path, masks_dir: Path, output: Path, engine: str, che
     ray.shutdown()
     if report.counts["ok"] != report.total_rows:
         raise RuntimeError(f"the benchmark job did not restore every image: {report.counts}")
-    from pipeline.shards import committed_tables
+    from pipeline.output.shards import committed_tables
 
     inpaint_seconds = sum(t or 0.0 for t in committed_tables(str(output)).column("time_inpaint_s").to_pylist())
     return {

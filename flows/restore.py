@@ -25,7 +25,7 @@ from prefect.tasks import exponential_backoff
 from pipeline.config import JobConfig
 from pipeline.job import plan_job, ray_session, run_job
 from pipeline.report import summarize_json, write_html_report
-from pipeline.shards import committed_tables
+from pipeline.output.shards import committed_tables
 from pipeline.stages import FAULT_INJECTION_ENV
 
 SHARD_RETRIES = 2

@@ -20,9 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.shards import LISTING_FILE, REPORT_FILE, committed_tables
+from pipeline.output.layout import HTML_REPORT_FILE, LISTING_FILE, REPORT_FILE
+from pipeline.output.shards import committed_tables
 from pipeline.sources import fetch_rows
-from pipeline.writer import METRIC_COLUMNS, OutputRoot
+from pipeline.output.root import OutputRoot
+from pipeline.output.writer import METRIC_COLUMNS
 
 # Metrics where a higher value means a worse restoration, used to pick the "worst" rows.
 WORST_BY = ("seam_score", "rerun_hole_ratio", "color_delta_e")
@@ -204,8 +206,8 @@ def write_html_report(output_uri: str, destination: str | None = None, options: 
     document = build_html_report(output_uri, options).encode()
     root = OutputRoot(output_uri)
     if destination is None:
-        root.write_bytes("report.html", document)
-        return root.path("report.html")
+        root.write_bytes(HTML_REPORT_FILE, document)
+        return root.path(HTML_REPORT_FILE)
     with open(destination, "wb") as handle:
         handle.write(document)
     return destination

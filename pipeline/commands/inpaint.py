@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # matcore pulls in torch, the writer pyarrow: only load them 
     from rich.console import Console
 
     from matcore.engine import InpaintEngine
-    from pipeline.writer import OutputRoot
+    from pipeline.output.root import OutputRoot
 
 ENGINES = ("auto", "mat", "opencv")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     from pipeline.stages import row_seed
-    from pipeline.writer import OutputRoot
+    from pipeline.output.root import OutputRoot
 
     if args.batch_size < 1:
         raise SetupError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -99,9 +99,9 @@ def quiet_ray_data_console() -> None:
 def _run(args: argparse.Namespace) -> int:
     from matcore.registry import CheckpointUnavailableError
     from pipeline.config import ConfigError
-    from pipeline.driver_lock import OutputInUseError
+    from pipeline.output.lock import OutputInUseError
     from pipeline.job import JobError, run_job
-    from pipeline.shards import ResumeConflictError
+    from pipeline.output.shards import ResumeConflictError
     from pipeline.sources import SourceError
 
     expected = (ConfigError, SourceError, JobError, ResumeConflictError, CheckpointUnavailableError,

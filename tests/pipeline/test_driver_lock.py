@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pipeline.driver_lock import LOCK_FILE, OutputInUseError, exclusive_driver
-from pipeline.writer import OutputRoot
+from pipeline.output.lock import LOCK_FILE, OutputInUseError, exclusive_driver
+from pipeline.output.root import OutputRoot
 
 from .conftest import REPO_ROOT
 
@@ -29,8 +29,8 @@ def test_a_second_driver_is_refused_while_the_first_holds_the_output(tmp_path):
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pipeline.driver_lock import exclusive_driver\n"
-         "from pipeline.writer import OutputRoot\nwith exclusive_driver(OutputRoot(sys.argv[1])):\n"
+        [sys.executable, "-c", "import sys, time\nfrom pipeline.output.lock import exclusive_driver\n"
+         "from pipeline.output.root import OutputRoot\nwith exclusive_driver(OutputRoot(sys.argv[1])):\n"
          "    print('held', flush=True)\n    time.sleep(600)\n", str(out)],
         stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     try:

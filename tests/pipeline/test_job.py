@@ -17,7 +17,7 @@ from PIL import Image
 
 from pipeline.config import JobConfig
 from pipeline.job import JobError, run_job
-from pipeline.shards import ResumeConflictError, committed_tables
+from pipeline.output.shards import ResumeConflictError, committed_tables
 from pipeline.stages import FAULT_INJECTION_ENV
 
 from .conftest import REPO_ROOT, encode, hole_box, make_image_folder, textured_image, write_mask

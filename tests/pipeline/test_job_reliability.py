@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from pipeline.config import JobConfig
-from pipeline.driver_lock import OutputInUseError
+from pipeline.output.lock import OutputInUseError
 from pipeline.job import run_job
-from pipeline.shards import committed_tables
+from pipeline.output.shards import committed_tables
 from pipeline.stages import FAULT_INJECTION_ENV
 
 from .conftest import REPO_ROOT, encode, hole_box, make_image_folder, textured_image, write_mask

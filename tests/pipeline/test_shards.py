@@ -6,7 +6,7 @@ import os
 import pytest
 
 from pipeline.config import OutputConfig
-from pipeline.shards import (
+from pipeline.output.shards import (
     JobManifest,
     ResumeConflictError,
     ShardStats,
@@ -18,7 +18,8 @@ from pipeline.shards import (
     plan_shards,
     read_marker,
 )
-from pipeline.writer import OutputRoot, ShardWriter
+from pipeline.output.root import OutputRoot
+from pipeline.output.writer import ShardWriter
 
 from .test_writer import final_batch
 

@@ -10,7 +10,9 @@ import pytest
 
 from pipeline.config import OutputConfig
 from pipeline.stages import objects
-from pipeline.writer import OUTPUT_SCHEMA, OutputRoot, ShardWriter, image_file_name, safe_relative_path
+from pipeline.output.layout import image_file_name, safe_relative_path
+from pipeline.output.root import OutputRoot
+from pipeline.output.writer import OUTPUT_SCHEMA, ShardWriter
 
 HOSTILE = ["../../etc/passwd", "/etc/passwd", "..\\..\\windows\\win.ini", "C:\\x\\y.png", "a/../../b.png",
            "ok/../../../c.png", "nul\x00byte.png", "", ".", "/", "x" * 300 + ".png"]

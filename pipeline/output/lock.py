@@ -20,12 +20,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipeline.shards import JOB_DIR
-from pipeline.writer import OutputRoot
+from pipeline.output.layout import LOCK_FILE
+from pipeline.output.root import OutputRoot
 
 log = logging.getLogger(__name__)
-
-LOCK_FILE = f"{JOB_DIR}/driver.lock"
 
 
 class OutputInUseError(RuntimeError):

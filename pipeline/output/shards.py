@@ -20,16 +20,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.writer import DATA_DIR, METRIC_COLUMNS, TIMING_COLUMNS, OutputRoot, ShardFiles
+from pipeline.output.layout import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    TEMPORARY_FOLDERS,
+    data_file,
+    is_temporary,
+    marker_file,
+    shard_name,
+)
+from pipeline.output.root import OutputRoot
+from pipeline.output.writer import METRIC_COLUMNS, TIMING_COLUMNS, ShardFiles
 
 log = logging.getLogger(__name__)
 
-JOB_DIR = "_job"
-MARKERS_DIR = "_shards"
-MANIFEST_FILE = f"{JOB_DIR}/manifest.json"
-LISTING_FILE = f"{JOB_DIR}/listing.parquet"
-CONFIG_FILE = f"{JOB_DIR}/config.json"
-REPORT_FILE = f"{JOB_DIR}/report.json"
 MANIFEST_VERSION = 1
 STATUSES = ("ok", "failed", "skipped")
 
@@ -48,7 +52,7 @@ class ShardSpec:
 
     @property
     def name(self) -> str:
-        return f"shard-{self.index:05d}"
+        return shard_name(self.index)
 
     @property
     def rows(self) -> int:
@@ -56,11 +60,11 @@ class ShardSpec:
 
     @property
     def data_file(self) -> str:
-        return f"{DATA_DIR}/{self.name}.parquet"
+        return data_file(self.name)
 
     @property
     def marker_file(self) -> str:
-        return f"{MARKERS_DIR}/{self.name}_stats.json"
+        return marker_file(self.name)
 
 
 def plan_shards(num_rows: int, shard_size: int) -> list[ShardSpec]:
@@ -191,10 +195,10 @@ def remove_stale_temporaries(root: OutputRoot) -> int:
     keeps the folders clean. Only call this while no other run writes to the same output.
     """
     removed = 0
-    for folder in (DATA_DIR, MARKERS_DIR, JOB_DIR):
+    for folder in TEMPORARY_FOLDERS:
         for relative in root.list_files(folder):
             name = relative.rsplit("/", 1)[-1]
-            if name.startswith(".") and ".tmp-" in name:
+            if is_temporary(name):
                 root.delete(relative)
                 removed += 1
     return removed
@@ -310,7 +314,7 @@ def committed_tables(uri: str) -> pa.Table:
             with root.filesystem.open_input_file(root.path(shard.data_file)) as handle:
                 tables.append(pq.read_table(handle))
     if not tables:
-        from pipeline.writer import output_schema
+        from pipeline.output.writer import output_schema
 
         return output_schema().empty_table()
     return pa.concat_tables(tables)
