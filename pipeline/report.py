@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.output.layout import HTML_REPORT_FILE, LISTING_FILE, REPORT_FILE
+from pipeline.output.layout import HTML_REPORT_FILE, LISTING_FILE, REPORT_FILE, TEMPLATE_FILE
 from pipeline.output.shards import committed_tables
 from pipeline.sources import fetch_rows
 from pipeline.output.root import OutputRoot
@@ -181,6 +181,10 @@ def build_html_report(output_uri: str, options: ReportOptions = ReportOptions())
         parts.append("<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
                                          for k, v in facts.items()) + "</table>")
     parts.append("</section>")
+
+    from pipeline.watermark.report import watermark_section
+
+    parts.append(watermark_section(root.read_bytes(TEMPLATE_FILE) if root.exists(TEMPLATE_FILE) else None))
 
     if reasons:
         reason_rows = "".join(f"<tr><td>{html.escape(r)}</td><td>{n}</td></tr>" for r, n in reasons.most_common())

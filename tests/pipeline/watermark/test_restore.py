@@ -79,3 +79,15 @@ def test_engine_invert_is_validated_up_front():
         JobConfig.from_mapping({**base, "engine": {"invert_options": {"alpha_maximum": 0.9}}})
     with pytest.raises(ConfigError, match="alpha_max"):
         JobConfig.from_mapping({**base, "engine": {"invert_options": {"alpha_max": 1.5}}})
+
+
+def test_report_shows_the_matte_and_colour(watermarked):
+    from pipeline.watermark.report import matte_images, watermark_section
+
+    npz = _template_npz(watermarked.coverage, 0.5)
+    section = watermark_section(npz)
+    assert section.count("<img") == 2 and "matte α" in section and "colour W" in section
+    assert watermark_section(None) == ""
+    alpha_image, color_image = matte_images(exact_matte(watermarked.coverage, 0.5, (255, 0, 0)))
+    peak = alpha_image == alpha_image.max()
+    assert alpha_image.max() == round(0.5 * 255) and (color_image[peak] == (255, 0, 0)).all()
