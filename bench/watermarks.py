@@ -4,6 +4,7 @@ Builds watermarked copies of clean photos with known ground truth, runs each gen
 pixel precision / recall / F1 / IoU per method and condition, plus masks per second.
 
     /work/venv/bin/python bench/watermarks.py [--photos DIR] [--limit N] [--seed S] [--out DIR]
+    bench/watermarks.py --only consistent-datasets [--logo-photos "held out"]   # logo datasets only
 
 Ground truth: the pixels a user wants removed = the overlay's support (coverage alpha > 0.2, i.e. the
 glyph or logo shape whatever its opacity) dilated by GT_DILATE_PX. Text generators predict filled text
@@ -36,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.masks import (  # noqa: E402
     ConsistentWatermarkConfig,
     ConsistentWatermarkGenerator,
+    MaskGenerationError,
     PostprocessConfig,
     TextMaskConfig,
     TextMaskGenerator,
@@ -363,6 +365,71 @@ def run_consistent(photos: list[np.ndarray], logo: tuple[np.ndarray, np.ndarray]
     return counts, seconds, fit_seconds, false_alarm, f"template {report.template_shape}"
 
 
+# ---------------------------------------------------- consistent: logos applied as real datasets do
+
+# (name, condition) of the `consistent` rows over mixed-size photos; see bench/logo_datasets.py.
+LOGO_CONDITIONS = (
+    ("bottom-right, jitter ±5%, white 0.5", dict(anchor="bottom-right")),
+    ("top-left, jitter ±5%, white 0.5", dict(anchor="top-left")),
+    ("centre, jitter ±5%, white 0.5", dict(anchor="center")),
+    ("white, opacity 0.3", dict(opacity=(0.3, 0.3))),
+    ("white, opacity 0.8", dict(opacity=(0.8, 0.8))),
+    ("black, opacity 0.3-0.8", dict(color="black", opacity=(0.3, 0.8))),
+    ("scale ±20%", dict(scale_jitter=0.2)),
+    ("JPEG q70-95", dict(jpeg=(70, 95))),
+    ("30% without the logo", dict(absent=0.3)),
+)
+
+
+def consistent_dataset_rows(part: str, count: int, seed: int) -> list[Row]:
+    """`consistent` fitted on, and masking, each logo dataset (half cbsd68, half ~1024 px scenes, both
+    orientations, logo 30 % of the width, 6 % from its anchor, ± 5 % jitter unless said otherwise)."""
+    from logo_datasets import HELD_OUT_LOGO, LOGO_DESIGNS, LogoCondition, logo_dataset, photo_split
+
+    rng = np.random.default_rng(seed)
+    small, large = photo_split("cbsd68", part), photo_split("scenes", part)
+    designs = LOGO_DESIGNS if part == "held out" else tuple(d for d in LOGO_DESIGNS if d != HELD_OUT_LOGO)
+    rows = []
+    for index, (name, spec) in enumerate(LOGO_CONDITIONS):
+        paths = [*rng.choice(small, count // 2, replace=False), *rng.choice(large, count - count // 2, replace=False)]
+        design = designs[index % len(designs)]
+        samples = logo_dataset([read_rgb(p) for p in paths], design, LogoCondition(**spec), seed=seed + index)
+        generator = ConsistentWatermarkGenerator(ConsistentWatermarkConfig())
+        start = time.process_time()
+        try:
+            report = generator.fit([s.image for s in samples])
+        except MaskGenerationError as exc:  # a refused fit is the row's result, not a crash of the bench
+            counts = Counts()
+            for sample in samples:
+                if sample.support.any():
+                    counts.add(np.zeros(sample.support.shape, bool), _as_sample(sample))
+            rows.append(Row("consistent", f"{name} [{design}]", counts, 1.0, f"fit refused: {exc}"[:90]))
+            print(f"  consistent / {name}: refused ({exc})", flush=True)
+            continue
+        fit_seconds = time.process_time() - start
+        config = default_postprocess("consistent")
+        counts, false_alarms, absent = Counts(), 0, 0
+        start = time.process_time()
+        holes = [postprocess(generator(sample.image), config).hole for sample in samples]
+        seconds = time.process_time() - start
+        for sample, hole in zip(samples, holes):
+            if sample.support.any():
+                counts.add(hole, _as_sample(sample))
+            else:
+                absent += 1
+                false_alarms += int(hole.any())
+        note = (f"fit {fit_seconds:.0f}s CPU; {report.anchor}/{report.normaliser}; "
+                f"masked without logo {false_alarms}/{absent}")
+        rows.append(Row("consistent", f"{name} [{design}]", counts, seconds * counts.images / len(samples), note))
+        print(f"  consistent / {name} [{design}]: IoU {counts.metrics()['iou']:.3f}; {note}", flush=True)
+    return rows
+
+
+def _as_sample(sample) -> Sample:
+    return Sample(name=sample.name, image=sample.image, truth=dilate_hole(sample.support, GT_DILATE_PX),
+                  support=sample.support)
+
+
 def run_given(samples: list[Sample], folder: Path) -> tuple[Counts, float]:
     """Write the ground truth as mask PNGs and read it back through the given generator (speed)."""
     from pipeline.masks import GivenMaskConfig, GivenMaskGenerator
@@ -431,10 +498,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N photos (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fit", type=int, default=20, help="images the consistent generator is fitted on")
-    parser.add_argument("--only", choices=["text", "consistent", "given", "sam"], help="run one method only")
+    parser.add_argument("--only", choices=["text", "consistent", "consistent-datasets", "given", "sam"],
+                        help="run one method only (consistent-datasets: the logo dataset rows only)")
     parser.add_argument("--sam-checkpoint", type=Path, help="SAM .pth; without it SAM is timed with random weights")
     parser.add_argument("--sam-images", type=int, default=3, help="images SAM is timed on without a checkpoint")
     parser.add_argument("--sessions", type=int, default=1, help="ONNX sessions of the text generator")
+    parser.add_argument("--logo-photos", choices=["tuning", "held out"], default="tuning",
+                        help="photos of the consistent logo datasets (held out: final table only)")
+    parser.add_argument("--logo-images", type=int, default=24, help="images per consistent logo dataset")
     args = parser.parse_args(argv)
 
     paths = find_photos(args.photos)
@@ -447,6 +518,11 @@ def main(argv: list[str] | None = None) -> int:
           f"ground truth = overlay support (alpha > {GT_ALPHA_THRESHOLD}) dilated by {GT_DILATE_PX} px; "
           f"{os.cpu_count()} CPUs", flush=True)
     rows: list[Row] = []
+    if args.only == "consistent-datasets":
+        rows.extend(consistent_dataset_rows(args.logo_photos, args.logo_images, args.seed))
+        print()
+        print_table(rows)
+        return 0
     text_samples = text_conditions(photos, fonts, args.seed)
 
     if args.only in (None, "text"):
@@ -496,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(Row("consistent", condition, counts, seconds,
                                 f"fit {fit_seconds:.1f}s; found on clean {false_alarm:.0%}; {note}"))
                 print(f"  consistent / {condition}: IoU {counts.metrics()['iou']:.3f}", flush=True)
+        rows.extend(consistent_dataset_rows(args.logo_photos, args.logo_images, args.seed))
 
     print()
     print_table(rows)

@@ -2,19 +2,27 @@
 
 Dekel et al., CVPR 2017, "On the Effectiveness of Visible Watermarks": over many images that carry
 the same overlay, the per-pixel median of image gradients keeps the overlay's edges while the varying
-scenes cancel. We
+scenes cancel. That needs the overlay aligned in every image, which real datasets do not give: sizes
+and orientations differ, the logo is sized in proportion to the image, placed with jitter, and some
+images lack it. So we
 
-1. pick the frame in which the overlay is aligned (images may differ in size, so the overlay is
-   anchored to a corner or the centre) by the median of sign-free, blurred edge-orientation fields,
-   which survives a few pixels of placement jitter; sharpen that template by re-aligning the images
-   with it at decreasing blur;
-2. cut crops aligned on the template from every fit image and take the median of their signed colour
-   gradients — the watermark's gradient field;
-3. keep the edges stronger than chance (the same median over deliberately misaligned crops) and
-   Poisson-reconstruct the watermark from them to get its support (filled shapes, not just outlines);
-   repeat 2–3 with the sharper template;
-4. per image, locate the template by normalised cross-correlation of edge-orientation fields over a
-   few scales; the mask is the template support at the best match, or empty below `min_match_score`.
+1. try frames (`frames.Frame`: an anchor — corner or centre — and a size normaliser — width, height,
+   short/long side or pixels) and, in each, look for a patch near the anchor that recurs in most
+   images within ± the jitter allowance (`consistent_seed`); the frame whose patch beats chance by the
+   widest margin wins, and the patch's best matches give a first alignment of every image;
+2. grow a template around the patch from the median of the aligned orientation fields, then
+   re-align every image to it (position and scale, in a small window) and re-estimate, first at a
+   coarse then at a finer frame resolution; images that match no better than chance (the same search
+   where the watermark is not) count as without it and stay out of the medians;
+3. from the median signed colour gradients of the aligned crops, keep the edges stronger than chance
+   and Poisson-reconstruct the watermark's support (`watermark_support`);
+4. per image, match the template at its expected place (or anywhere) over a range of scales; the mask
+   is the support at the best match, or empty when the score is below the fitted threshold.
+
+The fit's result for downstream use (e.g. estimating the watermark's colour and opacity and inverting
+it): `WatermarkTemplate` (median gradients, support, frame) and, per fit image, a `Placement` in
+`FitReport.placements`; `ConsistentWatermarkGenerator.locate(image)` gives the placement in any image
+and `WatermarkTemplate.crop(image, placement)` the image resampled onto the template's pixels.
 """
 from __future__ import annotations
 
@@ -28,34 +36,26 @@ import cv2
 import numpy as np
 
 from .base import BatchMixin, MaskGenerationError, MaskResult, check_image
-from .fields import color_gradients, normalised_correlation, orientation_field
-from .poisson import poisson_reconstruct
-from .postprocess import remove_small_components
+from .consistent_seed import Seed, SeedSettings, find_seed, frame_fields
+from .fields import color_gradients, orientation_field
+from .frames import ANCHORS, NORMALISERS, Frame, candidate_frames
+from .watermark_support import main_component_box, null_magnitude, structure_threshold, support_from_gradients
 
 log = logging.getLogger(__name__)
 
-ANCHORS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
-# Gaussian sigma (px) of the orientation fields in fine matching: tolerates sub-pixel misplacement.
-FINE_BLUR = 1.0
-# Context cut around the current template when re-estimating it: the template can grow by this much
-# per pass (a coarse template may hold only the strongest part of a watermark).
-_CONTEXT_MIN_PX = 16
-_CONTEXT_FRACTION = 0.25
-# Parts of a watermark closer than this belong together (a logo's symbol and its word).
-_TEMPLATE_MERGE_PX = 12
-# Edge specks smaller than this are chance alignments of scene edges, not watermark outlines.
-_MIN_EDGE_PIXELS = 4
-# Aligned images must show this many times more edge pixels than misaligned ones to hold a watermark.
-_SIGNIFICANCE = 4.0
-# At least this share of the fit images must match the template at the same place (± jitter).
-_MIN_CONSISTENT_SHARE = 0.5
-# The coarse template keeps structure above this fraction of the strongest (see _structure_threshold).
-_COARSE_FRACTION = 0.35
+# Frame resolution (px of the normalising side) of the seed search and the coarse alignment.
+_SEED_RESOLUTION = 160
+# Gaussian sigma (px) of the orientation fields in matching: tolerates sub-pixel misplacement.
+MATCH_BLUR = 1.0
+# A seed patch must beat chance (its median correlation where the watermark is not) by this much.
+_MIN_SEED_MARGIN = 0.12
+# Seeds (best first) grown into coarse templates to choose the frame.
+_SEEDS_GROWN = 6
+# An image carries the watermark when its match beats the fit images' chance level (95th percentile
+# of their null scores) by this much, and `min_match_score` in any case.
+_PRESENCE_MARGIN = 0.1
 # A "watermark" covering more of the frame than this is the scenes' shared structure, not an overlay.
 _MAX_TEMPLATE_SHARE = 0.6
-
-# Where a template matched in one image: (score, y, x, scale) with (y, x) its top-left corner.
-Placement = tuple[float, int, int, float]
 
 
 @dataclass(frozen=True)
@@ -64,203 +64,313 @@ class ConsistentWatermarkConfig:
 
     Attributes:
         max_fit_images: at most this many images (a seeded random sample) are used by `fit`.
-        anchors: frames tried for aligning images of different sizes.
-        coarse_blur: Gaussian sigma (px) of the orientation fields used to find the overlay in the first
-            pass; about the placement jitter the data may have.
+        anchors: where the watermark may be attached (corners, centre); all are tried.
+        normalisers: how its size may follow the image ("width", "height", "short", "long" side, or
+            fixed "pixels"); all are tried, those that scale every fit image alike count once.
+        max_jitter: placement jitter tolerated, ± this fraction of the image side.
+        scale_range: per-image size changes tolerated, ± this fraction (on top of the normaliser).
+        resolution: the template is estimated in a frame whose normalising side has at most this many
+            pixels (images are resized to it; the masks are mapped back to each image's pixels).
         edge_threshold: edges of the median gradient field are pixels whose magnitude exceeds both
             chance (the same median over misaligned images) and this fraction of its robust maximum.
         support_threshold: the template support is where the Poisson-reconstructed watermark departs
             from its background by more than this fraction of its robust maximum.
-        refine_iterations: re-localise-and-re-estimate passes after the first template.
-        scales: template scales tried per image (a placement that is slightly larger or smaller).
-        min_match_score: normalised correlation below which an image is deemed to carry no watermark
-            (on the benchmark, images without the logo score ≤ 0.28, logos at opacity ≥ 0.5 ≥ 0.48).
-        search: "anywhere" searches the whole image; "expected" only the region where fit images had it
-            (plus `search_margin` px), which is faster and avoids matches on lookalike structures.
-        search_margin: see `search`.
+        refine_iterations: gradient-template re-estimations at the final resolution.
+        min_match_score: the lowest normalised correlation that can count as a match; the fitted
+            threshold is higher when the fit images' chance level is (see `WatermarkTemplate`).
+        min_present_share: at least this share of the fit images must carry the watermark.
+        search: "expected" looks where the fit images had it (± `search_margin` of the frame side);
+            "anywhere" searches the whole image.
         seed: seed of the fit sample and of the misalignments that measure chance.
     """
 
     max_fit_images: int = 64
     anchors: tuple[str, ...] = ANCHORS
-    coarse_blur: float = 3.0
+    normalisers: tuple[str, ...] = NORMALISERS
+    max_jitter: float = 0.06
+    scale_range: float = 0.25
+    resolution: int = 1024
     edge_threshold: float = 0.12
     support_threshold: float = 0.2
     refine_iterations: int = 2
-    scales: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)
-    min_match_score: float = 0.35
-    search: Literal["anywhere", "expected"] = "anywhere"
-    search_margin: int = 48
+    min_match_score: float = 0.3
+    min_present_share: float = 0.5
+    search: Literal["anywhere", "expected"] = "expected"
+    search_margin: float = 0.03
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = set(self.anchors) - set(ANCHORS)
-        if not self.anchors or unknown:
+        if not self.anchors or set(self.anchors) - set(ANCHORS):
             raise ValueError(f"anchors must be a non-empty subset of {ANCHORS}, got {self.anchors}")
+        if not self.normalisers or set(self.normalisers) - set(NORMALISERS):
+            raise ValueError(f"normalisers must be a non-empty subset of {NORMALISERS}, got {self.normalisers}")
         if self.max_fit_images < 3:
             raise ValueError("max_fit_images must be >= 3 (a median needs several images)")
         if not 0 < self.edge_threshold < 1 or not 0 < self.support_threshold < 1:
             raise ValueError("edge_threshold and support_threshold must be in (0, 1)")
-        if not self.scales or any(not 0.5 <= s <= 2.0 for s in self.scales):
-            raise ValueError(f"scales must be in [0.5, 2], got {self.scales}")
-        if not -1.0 <= self.min_match_score <= 1.0:
-            raise ValueError(f"min_match_score must be in [-1, 1], got {self.min_match_score}")
+        if not 0 <= self.max_jitter <= 0.25 or not 0 <= self.scale_range <= 0.5:
+            raise ValueError("max_jitter must be in [0, 0.25] and scale_range in [0, 0.5]")
+        if not -1.0 <= self.min_match_score <= 1.0 or not 0 < self.min_present_share <= 1:
+            raise ValueError("min_match_score must be in [-1, 1] and min_present_share in (0, 1]")
         if self.search not in ("anywhere", "expected"):
             raise ValueError(f"search must be 'anywhere' or 'expected', got {self.search!r}")
-        if self.coarse_blur <= 0 or self.refine_iterations < 0 or self.search_margin < 0:
-            raise ValueError("coarse_blur must be > 0, refine_iterations and search_margin >= 0")
+        if self.resolution < 64 or self.refine_iterations < 0 or self.search_margin < 0:
+            raise ValueError("resolution must be >= 64, refine_iterations and search_margin >= 0")
 
 
-def anchor_origin(shape: tuple[int, int], frame: tuple[int, int], anchor: str) -> tuple[int, int]:
-    """Top-left (y, x) of a `frame`-sized window anchored at `anchor` in an image of `shape`."""
-    (height, width), (frame_h, frame_w) = shape, frame
-    y = {"top": 0, "bottom": height - frame_h}.get(anchor.split("-")[0], (height - frame_h) // 2)
-    x = {"left": 0, "right": width - frame_w}.get(anchor.split("-")[-1], (width - frame_w) // 2)
-    return y, x
+# ---------------------------------------------------------------------------------------- results
 
 
-def _structure_threshold(strength: np.ndarray) -> float:
-    """Level above which a median-field pixel is shared structure rather than residual scene noise.
+@dataclass(frozen=True)
+class Placement:
+    """Where the template lies in one image.
 
-    Both a fraction of the strongest structure and a margin over the noise (median + 5 robust standard
-    deviations) must be exceeded: with few fit images the noise is high, with many the fraction rules.
+    score: normalised correlation of the best match; present: score ≥ the template's threshold.
+    y, x: top-left of the template in image pixels; scale: image pixels per template pixel (so the
+    watermark covers `scale · template.shape` pixels); frame_yx / frame_scale: the same in the frame.
     """
-    median = float(np.median(strength))
-    noise = 1.4826 * float(np.median(np.abs(strength - median)))
-    return max(_COARSE_FRACTION * _robust_max(strength), median + 5.0 * noise)
 
+    score: float
+    present: bool
+    y: float
+    x: float
+    scale: float
+    frame_yx: tuple[float, float]
+    frame_scale: float
 
-def _robust_max(values: np.ndarray) -> float:
-    """A maximum that ignores the few most extreme pixels (99.5th percentile of the non-zero values)."""
-    nonzero = values[values > 0]
-    return float(np.percentile(nonzero, 99.5)) if nonzero.size else 0.0
+    def box(self, template_shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) image-pixel box of the watermark."""
+        height, width = template_shape
+        return (round(self.x), round(self.y), round(self.x + width * self.scale), round(self.y + height * self.scale))
 
-
-def _main_component_box(strength: np.ndarray, threshold: float, merge_px: int) -> tuple[int, int, int, int] | None:
-    """Box (y0, x0, y1, x1) of the strongest group of above-threshold pixels.
-
-    Pixels closer than `merge_px` belong to the same group (a logo's ring and its word), and the group
-    with the largest summed strength wins, so stray consistent specks elsewhere do not widen the box.
-    """
-    above = (strength > threshold).astype(np.uint8)
-    if not above.any():
-        return None
-    merged = cv2.dilate(above, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * merge_px + 1,) * 2))
-    count, labels = cv2.connectedComponents(merged, connectivity=8)
-    totals = np.bincount(labels.ravel(), weights=(strength * above).ravel(), minlength=count)
-    totals[0] = 0
-    best = labels == int(np.argmax(totals))
-    ys, xs = np.nonzero(best & (above > 0))
-    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
-
-
-# ---------------------------------------------------------------------------------------- template
+    def as_dict(self) -> dict[str, Any]:
+        return {"score": round(self.score, 4), "present": self.present, "y": round(self.y, 2), "x": round(self.x, 2),
+                "scale": round(self.scale, 4)}
 
 
 @dataclass
 class WatermarkTemplate:
     """What `fit` learns.
 
-    gradients: float32 h×w×6 median colour gradients of the watermark (the template's frame).
+    gradients: float32 h×w×6 median colour gradients (gx R,G,B then gy R,G,B) of the watermark, in
+        template pixels (the frame at `frame.resolution`).
     support: bool h×w, the pixels the watermark covers.
     orientation: float32 h×w×2 orientation field used for matching (see `orientation_field`).
-    anchor: the image frame the watermark is attached to.
-    offsets: int K×2 (dy, dx) of the template's top-left relative to the anchor point in fit images.
+    frame: anchor and size normaliser the watermark follows (see `frames.Frame`).
+    offsets: float K×2 frame (y, x) of the template's top-left relative to the anchor in the fit images
+        that carry it; scales: float K, their template-to-frame scales.
+    match_threshold: score from which an image counts as carrying the watermark.
     """
 
     gradients: np.ndarray
     support: np.ndarray
     orientation: np.ndarray
-    anchor: str
+    frame: Frame
     offsets: np.ndarray
+    scales: np.ndarray
+    match_threshold: float
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.support.shape)  # type: ignore[return-value]
 
+    @property
+    def anchor(self) -> str:
+        return self.frame.anchor
+
+    def support_mask(self, shape: tuple[int, int], placement: Placement) -> np.ndarray:
+        """bool H×W: the support drawn at `placement` in an image of `shape` (empty if not present)."""
+        hole = np.zeros(shape, bool)
+        if not placement.present:
+            return hole
+        x0, y0, x1, y1 = placement.box(self.shape)
+        if x1 <= x0 or y1 <= y0:
+            return hole
+        drawn = cv2.resize(self.support.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR) > 0.5
+        sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y1, shape[0]), min(x1, shape[1])
+        if sy1 > sy0 and sx1 > sx0:
+            hole[sy0:sy1, sx0:sx1] = drawn[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
+        return hole
+
+    def crop(self, image: np.ndarray, placement: Placement, pad: int = 0) -> np.ndarray:
+        """float32 (h+2·pad)×(w+2·pad)×C: `image` around `placement` resampled onto template pixels.
+
+        Pixels outside the image repeat its border. This is how fit crops are aligned; use it to
+        bring every image's watermark into one frame (e.g. to estimate its colour and opacity).
+        """
+        height, width = self.shape[0] + 2 * pad, self.shape[1] + 2 * pad
+        ys = placement.y + (np.arange(height, dtype=np.float32) - pad + 0.5) * placement.scale - 0.5
+        xs = placement.x + (np.arange(width, dtype=np.float32) - pad + 0.5) * placement.scale - 0.5
+        map_x, map_y = np.meshgrid(xs, ys)
+        resampled = cv2.remap(image.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return resampled.reshape(height, width, *image.shape[2:])
+
     def save(self, path: str | Path | BinaryIO) -> None:
         """Write the template as .npz to a path or binary file object (fit once, apply in many workers)."""
-        np.savez_compressed(path, gradients=self.gradients, support=self.support, orientation=self.orientation,
-                            anchor=np.array(self.anchor), offsets=self.offsets)
+        np.savez_compressed(
+            path, gradients=self.gradients, support=self.support, orientation=self.orientation,
+            anchor=np.array(self.frame.anchor), normaliser=np.array(self.frame.normaliser),
+            frame_sizes=np.array([self.frame.resolution, self.frame.reference], np.float64),
+            offsets=self.offsets, scales=self.scales, match_threshold=np.array(self.match_threshold),
+        )
 
     @classmethod
     def load(cls, path: str | Path | BinaryIO) -> WatermarkTemplate:
         """Read a template written by `save` (never unpickles: plain arrays only)."""
         with np.load(path, allow_pickle=False) as data:
+            resolution, reference = (float(v) for v in data["frame_sizes"])
             return cls(gradients=data["gradients"], support=data["support"], orientation=data["orientation"],
-                       anchor=str(data["anchor"]), offsets=data["offsets"])
+                       frame=Frame(str(data["anchor"]), str(data["normaliser"]), resolution, reference),
+                       offsets=data["offsets"], scales=data["scales"], match_threshold=float(data["match_threshold"]))
 
 
 @dataclass
 class FitReport:
-    """Summary of a fit: images used, anchor, template size, the fit images' match scores, and the share
-    of them that match at a consistent place."""
+    """Summary of a fit: images used, frame, template size, and per fit image (in the order the fit
+    saw them, `indices` into the images given) its placement and score, and the share carrying it."""
 
     images: int
     anchor: str
+    normaliser: str
     template_shape: tuple[int, int]
     support_pixels: int
-    match_scores: list[float] = field(default_factory=list)
-    consistent_share: float = 1.0
+    match_threshold: float
+    seed_margin: float
+    indices: list[int] = field(default_factory=list)
+    placements: list[Placement] = field(default_factory=list)
+
+    @property
+    def match_scores(self) -> list[float]:
+        return [p.score for p in self.placements]
+
+    @property
+    def present_share(self) -> float:
+        return float(np.mean([p.present for p in self.placements])) if self.placements else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        scores = np.asarray(self.match_scores) if self.match_scores else np.zeros(1)
+        scores = np.asarray(self.match_scores) if self.placements else np.zeros(1)
         return {
-            "images": self.images, "anchor": self.anchor, "template_shape": list(self.template_shape),
-            "support_pixels": self.support_pixels,
+            "images": self.images, "anchor": self.anchor, "normaliser": self.normaliser,
+            "template_shape": list(self.template_shape), "support_pixels": self.support_pixels,
+            "match_threshold": round(self.match_threshold, 4), "seed_margin": round(self.seed_margin, 4),
             "match_score_median": round(float(np.median(scores)), 4),
             "match_score_min": round(float(scores.min()), 4),
-            "consistent_share": round(self.consistent_share, 3),
+            "present_share": round(self.present_share, 3),
         }
 
 
-def _null_magnitude(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """How strong the median gradient gets by chance: its magnitude over deliberately misaligned crops.
-
-    crops: N×h×w×6 aligned gradient crops. Each crop is rolled by its own random offset (at least a
-    quarter of the crop), which destroys the alignment but keeps the scenes' statistics. Returns the
-    h×w magnitude of that median; real watermark edges must stand out from it.
-    """
-    count, height, width = crops.shape[:3]
-    rolled = np.empty_like(crops)
-    for index in range(count):
-        dy = int(rng.integers(height // 4, height - height // 4 + 1))
-        dx = int(rng.integers(width // 4, width - width // 4 + 1))
-        rolled[index] = np.roll(crops[index], (dy, dx), axis=(0, 1))
-    return np.sqrt((np.median(rolled, axis=0) ** 2).sum(-1))
+# ------------------------------------------------------------------------------------------ matching
 
 
-def _template_from_gradients(
-    median_gradients: np.ndarray, null_magnitude: np.ndarray, config: ConsistentWatermarkConfig
-) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
-    """Support (bool, same frame) of the watermark whose median gradients are given, and its box.
+def _crop_replicate(array: np.ndarray, y: int, x: int, height: int, width: int) -> np.ndarray:
+    """array[y:y+height, x:x+width], repeating the border outside (no false edges at the image side)."""
+    ys = np.clip(np.arange(y, y + height), 0, array.shape[0] - 1)
+    xs = np.clip(np.arange(x, x + width), 0, array.shape[1] - 1)
+    return array[ys][:, xs]
 
-    Edges are pixels of the median field stronger than chance (the 99.5th percentile of
-    `null_magnitude`, see `_null_magnitude`) and than a fraction of the strongest edge; there must be
-    clearly more of them than chance produces, or there is no watermark. The Poisson reconstruction
-    from those edges alone is flat inside and outside the overlay, so its departure from the
-    background fills the shapes (a ring stays a ring).
-    """
-    magnitude = np.sqrt((median_gradients**2).sum(-1))
-    level = max(float(np.percentile(null_magnitude, 99.5)), config.edge_threshold * _robust_max(magnitude))
-    edges = remove_small_components(magnitude > level, _MIN_EDGE_PIXELS)
-    chance_edges = int(remove_small_components(null_magnitude > level, _MIN_EDGE_PIXELS).sum())
-    if edges.sum() < max(_SIGNIFICANCE * chance_edges, 2 * _MIN_EDGE_PIXELS):
-        return None
-    # Let a stroke's edges include the pixel on each side before integrating.
-    edge_zone = cv2.dilate(edges.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    masked = median_gradients * edge_zone[..., None]
-    reconstruction = np.stack(
-        [poisson_reconstruct(masked[..., c], masked[..., 3 + c]) for c in range(3)], axis=-1
-    )
-    background = np.median(reconstruction[~edge_zone], axis=0) if (~edge_zone).any() else 0.0
-    departure = np.sqrt(((reconstruction - background) ** 2).sum(-1))
-    support = (departure > config.support_threshold * _robust_max(departure)) | edges
-    support = cv2.morphologyEx(support.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > 0
-    box = _main_component_box(support.astype(np.float32) * (magnitude + departure), 0.5, merge_px=_TEMPLATE_MERGE_PX)
-    if box is None:
-        return None
-    return support, box
+
+def _scale_grid(scale_range: float, steps: int) -> tuple[float, ...]:
+    if scale_range == 0:
+        return (1.0,)
+    return tuple(float(s) for s in np.geomspace(1 / (1 + scale_range), 1 + scale_range, steps))
+
+
+@dataclass
+class _FramedImage:
+    """An image resized to a frame, its anchor point there, and its 180°-rotated copy (for chance)."""
+
+    resized: np.ndarray
+    origin: tuple[int, int]
+    shape: tuple[int, int]
+    scale: float
+
+    anchor: str
+
+    @classmethod
+    def of(cls, image: np.ndarray, frame: Frame) -> _FramedImage:
+        return cls(frame.resize(image), frame.origin(image.shape[:2]), image.shape[:2], frame.scale(image.shape[:2]),
+                   frame.anchor)
+
+    def null_view(self) -> tuple[np.ndarray, tuple[int, int]]:
+        """(image, origin) where a search at the watermark's frame window finds only chance: the image
+        rotated by 180° (the opposite corner's scene), for the centre also shifted by a third of the width
+        (a rotated centred logo would still be there)."""
+        rotated = self.resized[::-1, ::-1]
+        if self.anchor != "center":
+            return rotated, self.origin
+        return rotated, (self.origin[0], self.origin[1] + rotated.shape[1] // 3)
+
+    def to_placement(self, score: float, present: bool, frame_yx: tuple[float, float], frame_scale: float) -> Placement:
+        ratio_y = self.shape[0] / self.resized.shape[0]
+        ratio_x = self.shape[1] / self.resized.shape[1]
+        return Placement(score=score, present=present, y=(frame_yx[0] + self.origin[0]) * ratio_y,
+                         x=(frame_yx[1] + self.origin[1]) * ratio_x, scale=frame_scale * (ratio_y + ratio_x) / 2,
+                         frame_yx=frame_yx, frame_scale=frame_scale)
+
+
+@dataclass
+class _Matcher:
+    """A template orientation field (h×w×2, blurred by `blur`) with rescaled copies cached per scale."""
+
+    orientation: np.ndarray
+    blur: float
+    _cache: dict[float, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.orientation.shape[:2])  # type: ignore[return-value]
+
+    def scaled(self, scale: float) -> np.ndarray:
+        if scale not in self._cache:
+            size = (max(2, round(self.shape[1] * scale)), max(2, round(self.shape[0] * scale)))
+            resized = self.orientation if scale == 1.0 else cv2.resize(self.orientation, size, interpolation=cv2.INTER_LINEAR)
+            self._cache[scale] = np.ascontiguousarray(resized)
+        return self._cache[scale]
+
+
+def _match(resized: np.ndarray, origin: tuple[int, int], matcher: _Matcher, window: tuple[int, int, int, int],
+           scales: tuple[float, ...]) -> tuple[float, int, int, float]:
+    """Best (score, y, x, scale) of the template with its top-left in `window` = (y0, x0, y1, x1) frame
+    coordinates (relative to `origin`) of the frame-scale image `resized`; score -1 if nothing fits."""
+    y0, x0, y1, x1 = window
+    height, width = matcher.shape
+    largest = max(scales)
+    region_h, region_w = y1 - y0 + round(height * largest) + 2, x1 - x0 + round(width * largest) + 2
+    region = _crop_replicate(resized, origin[0] + y0, origin[1] + x0, region_h, region_w)
+    field_ = orientation_field(color_gradients(region), blur=matcher.blur)
+    best = (-1.0, y0, x0, 1.0)
+    for scale in scales:
+        template = matcher.scaled(scale)
+        scores = cv2.matchTemplate(field_, template, cv2.TM_CCOEFF_NORMED)
+        scores = scores[: y1 - y0 + 1, : x1 - x0 + 1]
+        _, peak, _, (px, py) = cv2.minMaxLoc(scores)
+        if np.isfinite(peak) and peak > best[0]:
+            best = (float(peak), y0 + py, x0 + px, scale)
+    return best
+
+
+def _window_around(y: float, x: float, radius: int) -> tuple[int, int, int, int]:
+    return round(y) - radius, round(x) - radius, round(y) + radius, round(x) + radius
+
+
+# ------------------------------------------------------------------------------------------- fitting
+
+
+@dataclass
+class _Alignment:
+    """Per fit image: frame (y, x) of the template's top-left, its scale, match score and chance score."""
+
+    y: np.ndarray
+    x: np.ndarray
+    scale: np.ndarray
+    score: np.ndarray
+    null: np.ndarray
+
+    def threshold(self, floor: float) -> float:
+        return max(floor, float(np.percentile(self.null, 95)) + _PRESENCE_MARGIN)
+
+    def rescaled(self, factor: float) -> _Alignment:
+        return _Alignment(self.y * factor, self.x * factor, self.scale.copy(), self.score.copy(), self.null.copy())
 
 
 class ConsistentWatermarkGenerator(BatchMixin):
@@ -282,168 +392,274 @@ class ConsistentWatermarkGenerator(BatchMixin):
     # ------------------------------------------------------------------------------------------ fit
 
     def fit(self, images: Iterable[np.ndarray]) -> FitReport:
-        """Estimate the watermark from uint8 H×W×3 images that (mostly) carry it.
+        """Estimate the watermark from uint8 H×W×3 images of which most carry it (any sizes).
 
-        Raises MaskGenerationError when fewer than 3 images are given or no consistent structure is
-        found (the sample may not share a watermark).
+        Raises MaskGenerationError when fewer than 3 images are given or they share no watermark.
         """
         sample = [check_image(image) for image in images]
+        indices = list(range(len(sample)))
         if len(sample) > self.config.max_fit_images:
             rng = np.random.default_rng(self.config.seed)
-            sample = [sample[i] for i in sorted(rng.choice(len(sample), self.config.max_fit_images, replace=False))]
+            indices = sorted(int(i) for i in rng.choice(len(sample), self.config.max_fit_images, replace=False))
+            sample = [sample[i] for i in indices]
         if len(sample) < 3:
             raise MaskGenerationError(f"the consistent generator needs at least 3 images to fit, got {len(sample)}")
-        gradients = [color_gradients(image) for image in sample]
+        shapes = [image.shape[:2] for image in sample]
 
-        anchor, matcher = self._coarse_matcher(gradients)
-        # Sharpen the alignment step by step: each sharper median needs the previous one's alignment.
-        for blur in (matcher.blur / 2, FINE_BLUR):
-            if blur < matcher.blur:
-                matcher = self._sharper_matcher(gradients, matcher, blur)
+        seed, framed, matcher, alignment = self._coarse_fit(sample, shapes)
+        coarse_frame = seed.frame
+        typical_size = float(np.percentile([coarse_frame.normalising_size(s) for s in shapes], 90))
+        fine_resolution = min(float(self.config.resolution), typical_size)
+        fine_resolution = max(fine_resolution, coarse_frame.resolution)
+        factor = fine_resolution / coarse_frame.resolution
+        frame = coarse_frame.with_resolution(fine_resolution)
+        framed = [_FramedImage.of(image, frame) for image in sample]
+        matcher = _Matcher(cv2.resize(matcher.orientation, (round(matcher.shape[1] * factor), round(matcher.shape[0] * factor))),
+                           MATCH_BLUR)
+        alignment = self._align(framed, matcher, alignment.rescaled(factor), fine_resolution, chance=False)
         template: WatermarkTemplate | None = None
         for _ in range(1 + self.config.refine_iterations):
-            placements = [_locate(grad, matcher, scales=self.config.scales) for grad in gradients]
-            refined = self._estimate_template(gradients, placements, matcher.shape, anchor)
-            if refined is None:
+            found = self._gradient_template(framed, matcher, alignment, frame)
+            if found is None:
                 break
-            template = refined
-            matcher = _Matcher.from_template(template)
+            template, alignment = found
+            matcher = _Matcher(cv2.GaussianBlur(template.orientation, (0, 0), MATCH_BLUR), MATCH_BLUR)
+            alignment = self._align(framed, matcher, alignment, fine_resolution)
         if template is None:
-            raise MaskGenerationError("the watermark could not be reconstructed from the fit images")
-        final = [_locate(grad, matcher, scales=self.config.scales) for grad in gradients]
-        scores = [score for score, _, _, _ in final]
-        if float(np.median(scores)) < self.config.min_match_score:
+            raise MaskGenerationError("the watermark could not be reconstructed from the fit images: they do not share a watermark")
+
+        threshold = alignment.threshold(self.config.min_match_score)
+        present = alignment.score >= threshold
+        placements = [image.to_placement(float(s), bool(p), (float(y), float(x)), float(k))
+                      for image, s, p, y, x, k in zip(framed, alignment.score, present, alignment.y, alignment.x,
+                                                      alignment.scale)]
+        median_score = float(np.median(alignment.score))
+        if median_score < threshold or present.mean() < self.config.min_present_share:
             raise MaskGenerationError(
-                f"the fit images hardly match their own template (median score {np.median(scores):.2f} < "
-                f"min_match_score {self.config.min_match_score}): they do not share a watermark"
+                f"the fit images hardly match their own template (median score {median_score:.2f}, "
+                f"{present.mean():.0%} above the chance threshold {threshold:.2f}): they do not share a watermark"
             )
-        consistent_share = _placement_consistency(final, gradients, anchor, template.shape)
-        if consistent_share < _MIN_CONSISTENT_SHARE:
-            # Any template matches *something* in every image; a watermark matches at the same place.
-            raise MaskGenerationError(
-                f"the template matches only {consistent_share:.0%} of the fit images at a consistent place: "
-                "they do not share a watermark"
-            )
-        self.template = template
-        self.report = FitReport(images=len(sample), anchor=anchor, template_shape=template.shape,
-                                support_pixels=int(template.support.sum()), match_scores=[float(s) for s in scores],
-                                consistent_share=consistent_share)
+        self.template = WatermarkTemplate(
+            gradients=template.gradients, support=template.support, orientation=template.orientation, frame=frame,
+            offsets=np.stack([alignment.y[present], alignment.x[present]], axis=1).astype(np.float64),
+            scales=alignment.scale[present].astype(np.float64), match_threshold=threshold,
+        )
+        self.report = FitReport(images=len(sample), anchor=frame.anchor, normaliser=frame.normaliser,
+                                template_shape=template.shape, support_pixels=int(template.support.sum()),
+                                match_threshold=threshold, seed_margin=seed.margin, indices=indices,
+                                placements=placements)
         log.info("consistent watermark: %s", self.report.as_dict())
         return self.report
 
-    def _coarse_matcher(self, gradients: list[np.ndarray]) -> tuple[str, _Matcher]:
-        """Pick the anchor frame whose blurred orientation median shows the most structure.
+    def _coarse_fit(self, sample: list[np.ndarray], shapes: list[tuple[int, int]]
+                    ) -> tuple[Seed, list[_FramedImage], _Matcher, _Alignment]:
+        """Seed, coarse template and alignment in the frame that aligns the fit images best.
 
-        Blurring by about the placement jitter lets a watermark that moves by a few pixels still add
-        up in the median; the resulting template is only good enough to align the images.
+        Seeds are found in every frame (see `consistent_seed`); the few that beat chance by the widest
+        margins are grown into coarse templates, and the one whose images then match it best above
+        chance wins. A seed alone cannot tell a width-proportional logo from a height-proportional
+        one well; the alignment, which searches only ± `scale_range`, can.
         """
-        frame = (min(g.shape[0] for g in gradients), min(g.shape[1] for g in gradients))
-        blur = self.config.coarse_blur
-        # Natural images favour horizontal and vertical edges; removing each image's mean orientation
-        # keeps that bias from surviving the median as fake shared structure.
-        fields = [field - field.mean(axis=(0, 1)) for field in (orientation_field(g, blur=blur) for g in gradients)]
-        best: tuple[float, str, np.ndarray] | None = None
-        seen_origins: set[tuple[tuple[int, int], ...]] = set()
-        for anchor in self.config.anchors:
-            origins = tuple(anchor_origin(f.shape[:2], frame, anchor) for f in fields)
-            if origins in seen_origins:  # same-size images: several anchors are one and the same frame
+        seeds = self._seeds(sample, shapes)
+        best: tuple[float, Seed, list[_FramedImage], _Matcher, _Alignment] | None = None
+        for seed in seeds[:_SEEDS_GROWN]:
+            framed = [_FramedImage.of(image, seed.frame) for image in sample]
+            try:
+                matcher, alignment = self._coarse_template(framed, seed)
+            except MaskGenerationError:
                 continue
-            seen_origins.add(origins)
-            median = np.median(
-                np.stack([f[y : y + frame[0], x : x + frame[1]] for f, (y, x) in zip(fields, origins)]), axis=0
+            for _ in range(2):
+                alignment = self._align(framed, matcher, alignment, seed.frame.resolution, steps=5, chance=False)
+                matcher, alignment = self._orientation_template(framed, matcher, alignment)
+            alignment = self._align(framed, matcher, alignment, seed.frame.resolution, steps=5)
+            # The mean, not the median: a frame that fits only one orientation of the images must lose.
+            quality = float(np.mean(alignment.score - alignment.null))
+            log.debug("consistent seed %s/%s: margin %.3f, aligned %.3f", seed.frame.anchor, seed.frame.normaliser,
+                      seed.margin, quality)
+            if best is None or quality > best[0]:
+                best = (quality, seed, framed, matcher, alignment)
+        if best is None:
+            raise MaskGenerationError("no watermark shared by the fit images was found: they do not share a watermark")
+        return best[1:]
+
+    def _seeds(self, sample: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[Seed]:
+        """The frames' seeds that beat chance, best margin first, one per normaliser (see `consistent_seed`)."""
+        resolution = min(float(_SEED_RESOLUTION), float(np.median([min(s) for s in shapes])))
+        settings = SeedSettings.for_resolution(resolution, self.config.max_jitter)
+        fields: dict[str, list[np.ndarray]] = {}
+        seeds: list[Seed] = []
+        for frame in candidate_frames(shapes, self.config.anchors, self.config.normalisers, resolution):
+            if frame.normaliser not in fields:
+                fields[frame.normaliser] = frame_fields(sample, frame, settings.blur)
+            seed = find_seed(sample, fields[frame.normaliser], frame, settings)
+            if seed is not None:
+                seeds.append(seed)
+        seeds.sort(key=lambda seed: -seed.margin)
+        if not seeds or seeds[0].margin < _MIN_SEED_MARGIN:
+            margin = seeds[0].margin if seeds else 0.0
+            raise MaskGenerationError(
+                f"no watermark shared by the fit images was found (no patch near a corner or the centre "
+                f"recurs in them better than chance: margin {margin:.2f} < {_MIN_SEED_MARGIN}): "
+                "they do not share a watermark"
             )
-            score = float(np.percentile(np.sqrt((median**2).sum(-1)), 99.9))
-            if best is None or score > best[0]:
-                best = (score, anchor, median)
-        assert best is not None
-        _, anchor, median = best
+        # The best anchor with each normaliser, and the runner-up anchor with its best normaliser.
+        anchor = seeds[0].frame.anchor
+        chosen = [seed for seed in seeds if seed.frame.anchor == anchor and seed.margin >= _MIN_SEED_MARGIN]
+        runner_up = next((seed for seed in seeds if seed.frame.anchor != anchor), None)
+        if runner_up is not None and runner_up.margin >= _MIN_SEED_MARGIN:
+            chosen.insert(1, runner_up)
+        return chosen
+
+    def _coarse_template(self, framed: list[_FramedImage], seed: Seed) -> tuple[_Matcher, _Alignment]:
+        """Grow a template around the seed patch: the median orientation field of crops aligned on it."""
+        resolution = seed.frame.resolution
+        patch = SeedSettings.for_resolution(resolution, self.config.max_jitter).patch
+        context = round(0.3 * resolution)
+        scores = np.array([p[0] for p in seed.positions])
+        present = scores >= seed.null + seed.margin / 2
+        if present.sum() < 3:
+            present = scores >= np.sort(scores)[-3]
+        crops = []
+        for image, (_, y, x), keep in zip(framed, seed.positions, present):
+            if keep:
+                region = _crop_replicate(image.resized, image.origin[0] + y - context, image.origin[1] + x - context,
+                                         patch + 2 * context, patch + 2 * context)
+                field_ = orientation_field(color_gradients(region), blur=MATCH_BLUR)
+                crops.append(field_ - field_.mean(axis=(0, 1)))
+        median = np.median(np.stack(crops), axis=0)
         strength = np.sqrt((median**2).sum(-1))
-        box = _main_component_box(strength, _structure_threshold(strength), merge_px=6)
+        box = main_component_box(strength, structure_threshold(strength), merge_px=max(3, round(0.04 * resolution)))
         if box is None:
             raise MaskGenerationError("no watermark shared by the fit images was found")
-        if (box[2] - box[0]) * (box[3] - box[1]) > _MAX_TEMPLATE_SHARE * strength.size:
-            raise MaskGenerationError(
-                "no distinct watermark: structure shared by the fit images covers most of the frame "
-                "(too few or too similar images?)"
-            )
-        y0, x0, y1, x1 = _pad_box(box, 8, strength.shape)
-        return anchor, _Matcher(np.ascontiguousarray(median[y0:y1, x0:x1]), np.ones((y1 - y0, x1 - x0), bool), blur)
+        by0, bx0, by1, bx1 = (max(box[0] - 2, 0), max(box[1] - 2, 0), min(box[2] + 2, strength.shape[0]),
+                              min(box[3] + 2, strength.shape[1]))
+        matcher = _Matcher(np.ascontiguousarray(median[by0:by1, bx0:bx1]), MATCH_BLUR)
+        ys = np.array([p[1] - context + by0 for p in seed.positions], np.float64)
+        xs = np.array([p[2] - context + bx0 for p in seed.positions], np.float64)
+        count = len(framed)
+        return matcher, _Alignment(ys, xs, np.ones(count), scores, np.full(count, seed.null))
 
-    def _sharper_matcher(self, gradients: list[np.ndarray], matcher: _Matcher, blur: float) -> _Matcher:
-        """Re-estimate the orientation template at a smaller blur from crops aligned with `matcher`."""
-        placements = [_locate(grad, matcher, scales=self.config.scales) for grad in gradients]
-        crops = [_aligned_crop(orientation_field(gradients[index], blur=blur), y, x, scale, matcher.shape, 0)
-                 for index, (_, y, x, scale) in self._best_placements(placements)]
-        return _Matcher(np.ascontiguousarray(np.median(np.stack(crops), axis=0)), matcher.support, blur)
+    def _align(self, framed: list[_FramedImage], matcher: _Matcher, alignment: _Alignment,
+               resolution: float, *, chance: bool = True, steps: int = 9) -> _Alignment:
+        """Re-locate the template in each image near its current place, over `steps` scales; and, with
+        `chance`, its best match where the watermark is not (else the previous chance scores stay)."""
+        height, width = matcher.shape
+        radius = max(3, round(0.03 * resolution + 0.1 * max(height, width)))
+        scales = _scale_grid(self.config.scale_range, steps)
+        typical_y, typical_x = float(np.median(alignment.y)), float(np.median(alignment.x))
+        result = []
+        for image, y, x, null, old_scale in zip(framed, alignment.y, alignment.x, alignment.null, alignment.scale):
+            # Images far from the typical place (a seed mismatch, or no watermark) are searched there.
+            if abs(y - typical_y) > 0.15 * resolution or abs(x - typical_x) > 0.15 * resolution:
+                y, x = typical_y, typical_x
+            centre_y = y + height * (old_scale - 1) / 2
+            centre_x = x + width * (old_scale - 1) / 2
+            window = _window_around(centre_y, centre_x, radius)
+            found = _match(image.resized, image.origin, matcher, window, scales)
+            result.append((found, _match(*image.null_view(), matcher, window, scales)[0] if chance else null))
+        return _Alignment(
+            y=np.array([f[1] for f, _ in result], np.float64), x=np.array([f[2] for f, _ in result], np.float64),
+            scale=np.array([f[3] for f, _ in result], np.float64), score=np.array([f[0] for f, _ in result]),
+            null=np.array([c for _, c in result]),
+        )
 
-    @staticmethod
-    def _best_placements(placements: list[Placement]) -> list[tuple[int, Placement]]:
-        """(index, placement) of the best-matching three quarters (at least 3) of the fit images.
+    def _aligned_crops(self, framed: list[_FramedImage], alignment: _Alignment, shape: tuple[int, int], pad: int,
+                       keep: np.ndarray) -> list[np.ndarray]:
+        """uint8 crops (h+2·pad)×(w+2·pad)×3 of the kept images, resampled onto template pixels."""
+        crops = []
+        for image, y, x, scale, kept in zip(framed, alignment.y, alignment.x, alignment.scale, keep):
+            if not kept:
+                continue
+            top, left = image.origin[0] + y - pad * scale, image.origin[1] + x - pad * scale
+            size_h, size_w = round((shape[0] + 2 * pad) * scale), round((shape[1] + 2 * pad) * scale)
+            region = _crop_replicate(image.resized, round(top), round(left), max(size_h, 2), max(size_w, 2))
+            crops.append(cv2.resize(region, (shape[1] + 2 * pad, shape[0] + 2 * pad), interpolation=cv2.INTER_LINEAR))
+        return crops
 
-        Some images of a dataset may lack the watermark; their crops would only blur the median.
-        """
-        order = np.argsort([-placement[0] for placement in placements])
-        keep = order[: max(3, (3 * len(order) + 3) // 4)]
-        return [(int(index), placements[index]) for index in keep]
+    def _kept(self, alignment: _Alignment) -> np.ndarray:
+        """Images whose match beats chance; at least the best three."""
+        keep = alignment.score >= alignment.threshold(self.config.min_match_score)
+        if keep.sum() < 3:
+            keep = alignment.score >= np.sort(alignment.score)[-3]
+        return keep
 
-    def _estimate_template(self, gradients: list[np.ndarray], placements: list[Placement],
-                           shape: tuple[int, int], anchor: str) -> WatermarkTemplate | None:
-        """Median of signed gradients over crops aligned at `placements`, then edges → Poisson → support."""
-        pad = max(_CONTEXT_MIN_PX, round(_CONTEXT_FRACTION * max(shape)))
-        crops, offsets = [], []
-        for index, (_, y, x, scale) in self._best_placements(placements):
-            crops.append(_aligned_crop(gradients[index], y, x, scale, shape, pad))
-            origin = anchor_origin(gradients[index].shape[:2], (0, 0), anchor)
-            offsets.append((y - round(pad * scale) - origin[0], x - round(pad * scale) - origin[1]))
-        stack = np.stack(crops)
+    def _orientation_template(self, framed: list[_FramedImage], matcher: _Matcher,
+                              alignment: _Alignment) -> tuple[_Matcher, _Alignment]:
+        """Re-estimate the orientation template (it may grow by a quarter per side) from aligned crops."""
+        shape = matcher.shape
+        pad = max(4, round(0.25 * max(shape)))
+        crops = self._aligned_crops(framed, alignment, shape, pad, self._kept(alignment))
+        fields = [orientation_field(color_gradients(c), blur=MATCH_BLUR) for c in crops]
+        median = np.median(np.stack([f - f.mean(axis=(0, 1)) for f in fields]), axis=0)
+        strength = np.sqrt((median**2).sum(-1))
+        box = main_component_box(strength, structure_threshold(strength), merge_px=max(3, round(0.3 * min(shape))))
+        if box is None:
+            return matcher, alignment
+        y0, x0, y1, x1 = max(box[0] - 2, 0), max(box[1] - 2, 0), min(box[2] + 2, strength.shape[0]), min(box[3] + 2, strength.shape[1])
+        if (y1 - y0) * (x1 - x0) > _MAX_TEMPLATE_SHARE * strength.size * 4:
+            return matcher, alignment
+        moved = _Alignment(alignment.y + (y0 - pad) * alignment.scale, alignment.x + (x0 - pad) * alignment.scale,
+                           alignment.scale, alignment.score, alignment.null)
+        return _Matcher(np.ascontiguousarray(median[y0:y1, x0:x1]), MATCH_BLUR), moved
+
+    def _gradient_template(self, framed: list[_FramedImage], matcher: _Matcher, alignment: _Alignment,
+                           frame: Frame) -> tuple[WatermarkTemplate, _Alignment] | None:
+        """Median signed gradients of aligned crops → edges → Poisson → support, and its box."""
+        shape = matcher.shape
+        pad = max(4, round(0.15 * max(shape)))
+        crops = self._aligned_crops(framed, alignment, shape, pad, self._kept(alignment))
+        stack = np.stack([color_gradients(c) for c in crops])
         median = np.median(stack, axis=0)
-        null_magnitude = _null_magnitude(stack, np.random.default_rng(self.config.seed))
-        found = _template_from_gradients(median, null_magnitude, self.config)
+        found = support_from_gradients(median, null_magnitude(stack, np.random.default_rng(self.config.seed)),
+                                       self.config.edge_threshold, self.config.support_threshold)
         if found is None:
             return None
         support, box = found
-        y0, x0, y1, x1 = _pad_box(box, 3, support.shape)
-        median = np.ascontiguousarray(median[y0:y1, x0:x1])
-        return WatermarkTemplate(
-            gradients=median, support=np.ascontiguousarray(support[y0:y1, x0:x1]),
-            orientation=orientation_field(median), anchor=anchor,
-            offsets=np.array(offsets, np.int64).reshape(-1, 2) + np.array([y0, x0]),
+        y0, x0, y1, x1 = max(box[0] - 3, 0), max(box[1] - 3, 0), min(box[2] + 3, support.shape[0]), min(box[3] + 3, support.shape[1])
+        gradients = np.ascontiguousarray(median[y0:y1, x0:x1])
+        template = WatermarkTemplate(
+            gradients=gradients, support=np.ascontiguousarray(support[y0:y1, x0:x1]),
+            orientation=orientation_field(gradients), frame=frame, offsets=np.zeros((0, 2)), scales=np.zeros(0),
+            match_threshold=self.config.min_match_score,
         )
+        moved = _Alignment(alignment.y + (y0 - pad) * alignment.scale, alignment.x + (x0 - pad) * alignment.scale,
+                           alignment.scale, alignment.score, alignment.null)
+        return template, moved
 
     # -------------------------------------------------------------------------------------- detect
 
-    def _search_window(self, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-        """Region (y0, x0, y1, x1) of an image of `shape` to search; None = the whole image."""
-        if self.config.search == "anywhere" or self.template is None:
-            return None
-        origin = anchor_origin(shape, (0, 0), self.template.anchor)
-        offsets, (height, width), margin = self.template.offsets, self.template.shape, self.config.search_margin
-        y0 = origin[0] + int(offsets[:, 0].min()) - margin
-        x0 = origin[1] + int(offsets[:, 1].min()) - margin
-        y1 = origin[0] + int(offsets[:, 0].max()) + round(height * max(self.config.scales)) + margin
-        x1 = origin[1] + int(offsets[:, 1].max()) + round(width * max(self.config.scales)) + margin
-        return max(y0, 0), max(x0, 0), min(y1, shape[0]), min(x1, shape[1])
+    def _search_window(self, framed: _FramedImage) -> tuple[int, int, int, int]:
+        """Frame window of template top-left positions to search in one image."""
+        assert self.template is not None
+        if self.config.search == "anywhere":
+            height, width = framed.resized.shape[:2]
+            return -framed.origin[0], -framed.origin[1], height - framed.origin[0], width - framed.origin[1]
+        offsets, shape = self.template.offsets, self.template.shape
+        margin = round(self.config.search_margin * self.template.frame.resolution + 0.05 * max(shape))
+        return (int(np.floor(offsets[:, 0].min())) - margin, int(np.floor(offsets[:, 1].min())) - margin,
+                int(np.ceil(offsets[:, 0].max())) + margin, int(np.ceil(offsets[:, 1].max())) + margin)
 
-    def __call__(self, image: np.ndarray, *, key: str | None = None) -> MaskResult:
-        """image: uint8 H×W×3. Hole = template support at its best match, or empty if the score is low."""
+    def locate(self, image: np.ndarray) -> Placement:
+        """Where the fitted watermark lies in a uint8 H×W×3 image, and whether it is there at all."""
         check_image(image)
         if self.template is None:
             raise MaskGenerationError("the consistent generator must be fitted first (call fit(images))")
-        matcher = self._matcher
-        shape = image.shape[:2]
-        score, y, x, scale = _locate(color_gradients(image), matcher, scales=self.config.scales,
-                                     window=self._search_window(shape))
-        details: dict[str, Any] = {"match_score": round(score, 4), "scale": scale, "anchor": self.template.anchor}
-        if score < self.config.min_match_score:
-            details["matched"] = False
-            return MaskResult(hole=np.zeros(shape, bool), method=self.method, details=details)
-        support = matcher.scaled(scale)[1]
-        height, width = support.shape
-        hole = np.zeros(shape, bool)
-        hole[y : y + height, x : x + width] = support[: shape[0] - y, : shape[1] - x]
-        details["matched"] = True
-        return MaskResult(hole=hole, method=self.method, boxes=[[x, y, x + width, y + height]], scores=[score],
-                          details=details)
+        framed = _FramedImage.of(image, self.template.frame)
+        score, y, x, scale = _match(framed.resized, framed.origin, self._matcher, self._search_window(framed),
+                                    _scale_grid(self.config.scale_range, 11))
+        return framed.to_placement(score, score >= self.template.match_threshold, (float(y), float(x)), scale)
+
+    def __call__(self, image: np.ndarray, *, key: str | None = None) -> MaskResult:
+        """image: uint8 H×W×3. Hole = template support at its best match, or empty if the score is low."""
+        placement = self.locate(image)
+        assert self.template is not None
+        details: dict[str, Any] = {"match_score": round(placement.score, 4), "scale": round(placement.scale, 4),
+                                   "anchor": self.template.anchor, "matched": placement.present}
+        hole = self.template.support_mask(image.shape[:2], placement)
+        if not placement.present:
+            return MaskResult(hole=hole, method=self.method, details=details)
+        return MaskResult(hole=hole, method=self.method, boxes=[list(placement.box(self.template.shape))],
+                          scores=[placement.score], details=details)
 
     @property
     def _matcher(self) -> _Matcher:
@@ -454,100 +670,6 @@ class ConsistentWatermarkGenerator(BatchMixin):
         """
         assert self.template is not None
         if self._matcher_of is None or self._matcher_of[0] is not self.template:
-            self._matcher_of = (self.template, _Matcher.from_template(self.template))
+            orientation = cv2.GaussianBlur(self.template.orientation, (0, 0), MATCH_BLUR)
+            self._matcher_of = (self.template, _Matcher(orientation, MATCH_BLUR))
         return self._matcher_of[1]
-
-
-def _placement_consistency(placements: list[Placement], gradients: list[np.ndarray],
-                           anchor: str, shape: tuple[int, int]) -> float:
-    """Share of images whose best match lies near the typical place (relative to the anchor).
-
-    "Near" allows the placement jitter and the shift a ±10 % scale change causes at the far side of
-    the template: max(12 px, 15 % of the template's larger side), per axis.
-    """
-    offsets = np.array([
-        (y - anchor_origin(grad.shape[:2], (0, 0), anchor)[0], x - anchor_origin(grad.shape[:2], (0, 0), anchor)[1])
-        for (_, y, x, _), grad in zip(placements, gradients)
-    ], np.float64)
-    tolerance = max(12.0, 0.15 * max(shape))
-    distance = np.abs(offsets - np.median(offsets, axis=0)).max(axis=1)
-    return float((distance <= tolerance).mean())
-
-
-def _crop(array: np.ndarray, y: int, x: int, height: int, width: int) -> np.ndarray:
-    """array[y:y+height, x:x+width] with zeros where the window leaves the array."""
-    out = np.zeros((height, width, *array.shape[2:]), array.dtype)
-    sy0, sx0 = max(y, 0), max(x, 0)
-    sy1, sx1 = min(y + height, array.shape[0]), min(x + width, array.shape[1])
-    if sy1 > sy0 and sx1 > sx0:
-        out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = array[sy0:sy1, sx0:sx1]
-    return out
-
-
-def _aligned_crop(array: np.ndarray, y: int, x: int, scale: float, shape: tuple[int, int], pad: int) -> np.ndarray:
-    """The window of `array` (H×W×C) where a template of `shape` matched at (y, x) and `scale`, plus
-    `pad` template pixels around it, resampled to the template's frame: (h + 2·pad)×(w + 2·pad)×C."""
-    height, width = shape[0] + 2 * pad, shape[1] + 2 * pad
-    if scale == 1.0:
-        return _crop(array, y - pad, x - pad, height, width)
-    window = _crop(array, y - round(pad * scale), x - round(pad * scale), round(height * scale), round(width * scale))
-    resized = cv2.resize(window, (width, height), interpolation=cv2.INTER_LINEAR)
-    return resized.reshape(height, width, *array.shape[2:])
-
-
-def _locate(gradients: np.ndarray, matcher: _Matcher, *, scales: tuple[float, ...],
-            window: tuple[int, int, int, int] | None = None) -> Placement:
-    """Best (score, y, x, scale) of the matcher's template in an image given by its H×W×6 gradients.
-
-    (y, x) is the template's top-left in image coordinates; score is -1 when nothing fits the window.
-    """
-    y0, x0, y1, x1 = window or (0, 0, gradients.shape[0], gradients.shape[1])
-    image_field = orientation_field(gradients[y0:y1, x0:x1], blur=matcher.blur)
-    best = (-1.0, 0, 0, 1.0)
-    for scale in scales:
-        template = matcher.scaled(scale)[0]
-        if image_field.shape[0] < template.shape[0] or image_field.shape[1] < template.shape[1]:
-            continue
-        _, peak, _, (px, py) = cv2.minMaxLoc(normalised_correlation(image_field, template))
-        if peak > best[0]:
-            best = (float(peak), y0 + py, x0 + px, scale)
-    return best
-
-
-@dataclass
-class _Matcher:
-    """A template orientation field (h×w×2, already blurred by `blur`) and its support.
-
-    Images are blurred by the same `blur` before matching, so template and image fields compare like
-    with like. Rescaled copies are cached per scale.
-    """
-
-    orientation: np.ndarray
-    support: np.ndarray
-    blur: float
-    _cache: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_template(cls, template: WatermarkTemplate, blur: float = FINE_BLUR) -> _Matcher:
-        return cls(cv2.GaussianBlur(template.orientation, (0, 0), blur), template.support, blur)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.support.shape)  # type: ignore[return-value]
-
-    def scaled(self, scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """(orientation h'×w'×2, support h'×w') resized by `scale`."""
-        if scale not in self._cache:
-            if scale == 1.0:
-                self._cache[scale] = (self.orientation, self.support)
-            else:
-                size = (max(1, round(self.shape[1] * scale)), max(1, round(self.shape[0] * scale)))
-                orientation = cv2.resize(self.orientation, size, interpolation=cv2.INTER_LINEAR)
-                support = cv2.resize(self.support.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.5
-                self._cache[scale] = (orientation, support)
-        return self._cache[scale]
-
-
-def _pad_box(box: tuple[int, int, int, int], pad: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    y0, x0, y1, x1 = box
-    return max(y0 - pad, 0), max(x0 - pad, 0), min(y1 + pad, shape[0]), min(x1 + pad, shape[1])

@@ -39,6 +39,19 @@ def logo_alpha() -> np.ndarray:
     return np.asarray(canvas, np.float32) / 255.0
 
 
+def plain_logo_alpha(width: int) -> np.ndarray:
+    """Coverage (float h×w in [0, 1], h = 0.3·width) of a keyline-free logo: a ring outline and a word."""
+    height = round(0.3 * width)
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    stroke = max(2, height // 10)
+    draw.ellipse((1, 1, height - 2, height - 2), outline=255, width=stroke)
+    draw.rectangle((height // 3, height // 3, height - height // 3, height - height // 3), fill=255)
+    draw.text((height + 4, height // 2), "LUMA", fill=255, anchor="lm",
+              font=ImageFont.load_default(size=round(0.7 * height)))
+    return np.asarray(canvas, np.float32) / 255.0
+
+
 def paint_logo(image: np.ndarray, alpha: np.ndarray, top_left: tuple[int, int], *, opacity: float = 0.6,
                color: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, np.ndarray]:
     """Composite the logo at (y, x); returns (image, bool support of the logo in image coordinates)."""
