@@ -17,8 +17,16 @@ log = logging.getLogger(__name__)
 
 
 def locate_in_images(generator: Any, images: Sequence[np.ndarray]) -> list[Placement | None]:
-    """The fitted consistent generator's placement of its template in each image (None: no match)."""
-    return [placement_from_provenance(generator(image).provenance()) for image in images]
+    """The fitted consistent generator's placement of its template in each image (None: no match).
+
+    Its sub-pixel `locate` when it has one, else the (whole-pixel) box its masks record."""
+    if not hasattr(generator, "locate"):
+        return [placement_from_provenance(generator(image).provenance()) for image in images]
+    placements: list[Placement | None] = []
+    for image in images:
+        found = generator.locate(image)
+        placements.append(Placement(float(found.y), float(found.x), float(found.scale)) if found.present else None)
+    return placements
 
 
 def fit_matte(generator: Any, images: Sequence[np.ndarray], config: MatteEstimationConfig | None = None) -> MatteFit:

@@ -79,3 +79,19 @@ def footprint_psnr(restored: np.ndarray, clean: np.ndarray, alpha: np.ndarray) -
 @pytest.fixture(scope="module")
 def many_scenes() -> list[np.ndarray]:
     return scenes(40)
+
+
+def template_npz_bytes(support: np.ndarray) -> bytes:
+    """A consistent-generator template `.npz` with this support (the rest is irrelevant to inversion)."""
+    import io
+
+    from pipeline.masks.consistent import WatermarkTemplate
+    from pipeline.masks.frames import Frame
+
+    shape = support.shape
+    template = WatermarkTemplate(gradients=np.zeros((*shape, 6), np.float32), support=support,
+                                 orientation=np.zeros((*shape, 2), np.float32), frame=Frame("bottom-right", "pixels", 1.0),
+                                 offsets=np.zeros((1, 2)), scales=np.ones(1), match_threshold=0.3)
+    buffer = io.BytesIO()
+    template.save(buffer)
+    return buffer.getvalue()

@@ -17,7 +17,7 @@ from pipeline.watermark import (
     load_matte,
 )
 
-from .conftest import LOGO_AT, blend, footprint_psnr, scenes
+from .conftest import LOGO_AT, blend, footprint_psnr, scenes, template_npz_bytes
 
 MARGIN = 6
 
@@ -130,16 +130,12 @@ def test_misaligned_inversion_is_not_trusted(few_scenes):
 def test_matte_travels_inside_the_template_npz_without_pickle():
     from pipeline.masks.consistent import WatermarkTemplate
 
-    template = WatermarkTemplate(gradients=np.zeros((4, 5, 6), np.float32), support=np.ones((4, 5), bool),
-                                 orientation=np.zeros((4, 5, 2), np.float32), anchor="bottom-right",
-                                 offsets=np.zeros((3, 2), np.int64))
-    buffer = io.BytesIO()
-    template.save(buffer)
+    template_npz = template_npz_bytes(np.ones((4, 5), bool))
     matte = exact_matte(np.ones((4, 5), np.float32), 0.4, (10, 20, 30))
-    combined = add_matte_to_template(buffer.getvalue(), matte)
+    combined = add_matte_to_template(template_npz, matte)
     assert WatermarkTemplate.load(io.BytesIO(combined)).anchor == "bottom-right"
     loaded = load_matte(combined)
     assert loaded is not None and np.array_equal(loaded.alpha, matte.alpha) and loaded.origin == matte.origin
-    assert load_matte(buffer.getvalue()) is None
+    assert load_matte(template_npz) is None
     with np.load(io.BytesIO(combined), allow_pickle=False) as stored:
         assert all(stored[name].dtype != object for name in stored.files)

@@ -1,28 +1,21 @@
 """The inpaint stage inverts `consistent` watermarks when the template carries a matte, and records it."""
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pytest
 
 from pipeline.config import ConfigError, JobConfig
-from pipeline.masks.consistent import WatermarkTemplate
 from pipeline.stages import InpaintStage, objects
 from pipeline.watermark import add_matte_to_template
 
-from .conftest import LOGO_AT, blend, footprint_psnr, scenes
+from .conftest import blend, footprint_psnr, scenes, template_npz_bytes
 from .test_invert import exact_matte
 
 
 def _template_npz(coverage: np.ndarray, opacity: float) -> bytes:
-    template = WatermarkTemplate(gradients=np.zeros((*coverage.shape, 6), np.float32), support=coverage > 0.2,
-                                 orientation=np.zeros((*coverage.shape, 2), np.float32), anchor="top-left",
-                                 offsets=np.zeros((1, 2), np.int64))
-    buffer = io.BytesIO()
-    template.save(buffer)
-    return add_matte_to_template(buffer.getvalue(), exact_matte(coverage, opacity, (255, 255, 255)))
+    return add_matte_to_template(template_npz_bytes(coverage > 0.2), exact_matte(coverage, opacity, (255, 255, 255)))
 
 
 def _batch(data, method: str) -> dict[str, np.ndarray]:
