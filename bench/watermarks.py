@@ -381,9 +381,10 @@ LOGO_CONDITIONS = (
 )
 
 
-def consistent_dataset_rows(part: str, count: int, seed: int) -> list[Row]:
+def consistent_dataset_rows(part: str, count: int, seed: int, only: set[int] | None = None) -> list[Row]:
     """`consistent` fitted on, and masking, each logo dataset (half cbsd68, half ~1024 px scenes, both
-    orientations, logo 30 % of the width, 6 % from its anchor, ± 5 % jitter unless said otherwise)."""
+    orientations, logo 30 % of the width, 6 % from its anchor, ± 5 % jitter unless said otherwise).
+    only: indices into LOGO_CONDITIONS to run (the photos drawn for each row do not depend on it)."""
     from logo_datasets import HELD_OUT_LOGO, LOGO_DESIGNS, LogoCondition, logo_dataset, photo_split
 
     rng = np.random.default_rng(seed)
@@ -393,6 +394,8 @@ def consistent_dataset_rows(part: str, count: int, seed: int) -> list[Row]:
     for index, (name, spec) in enumerate(LOGO_CONDITIONS):
         paths = [*rng.choice(small, count // 2, replace=False), *rng.choice(large, count - count // 2, replace=False)]
         design = designs[index % len(designs)]
+        if only is not None and index not in only:
+            continue
         samples = logo_dataset([read_rgb(p) for p in paths], design, LogoCondition(**spec), seed=seed + index)
         generator = ConsistentWatermarkGenerator(ConsistentWatermarkConfig())
         start = time.process_time()
@@ -506,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logo-photos", choices=["tuning", "held out"], default="tuning",
                         help="photos of the consistent logo datasets (held out: final table only)")
     parser.add_argument("--logo-images", type=int, default=24, help="images per consistent logo dataset")
+    parser.add_argument("--logo-rows", help="comma-separated indices of the logo dataset rows to run (default all)")
     args = parser.parse_args(argv)
 
     paths = find_photos(args.photos)
@@ -519,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs", flush=True)
     rows: list[Row] = []
     if args.only == "consistent-datasets":
-        rows.extend(consistent_dataset_rows(args.logo_photos, args.logo_images, args.seed))
+        only = {int(i) for i in args.logo_rows.split(",")} if args.logo_rows else None
+        rows.extend(consistent_dataset_rows(args.logo_photos, args.logo_images, args.seed, only))
         print()
         print_table(rows)
         return 0

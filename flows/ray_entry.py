@@ -21,16 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="job YAML/JSON")
     parser.add_argument("--address", default="auto", help="Ray address to join (default: the cluster this runs in)")
     parser.add_argument("--prefect", action="store_true", help="run through the restore-dataset Prefect flow")
-    parser.add_argument("--shards-per-task", type=int, default=1,
-                        help="with --prefect: shards per Prefect task (default 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if args.prefect:
         from flows.restore import restore_dataset
 
-        summary = restore_dataset(config_path=args.config, ray_address=args.address,
-                                  shards_per_task=args.shards_per_task)
+        summary = restore_dataset(config_path=args.config, ray_address=args.address)
         print(json.dumps(summary, indent=2))
         return 0 if summary["counts"].get("failed", 0) == 0 else 1
 

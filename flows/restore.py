@@ -1,5 +1,11 @@
-"""The `restore-dataset` Prefect flow: validate the job, plan its shards, run each shard as a task on Ray
-(retries with backoff, timeout, cache), verify the output and publish artifacts.
+"""The `restore-dataset` Prefect flow: validate the job, plan its shards, run them on Ray, verify the
+output and publish artifacts.
+
+Every pending shard streams through ONE `run_job` pipeline (task `run-shards`), so the whole cluster works
+on all of them at once and each model loads once per actor. Each shard still has its own task
+(`restore-shard <name>`: cache keyed by shard + config + checkpoint + output, retries with back-off, a
+timeout): it waits for its shard to commit in that pipeline and returns its marker; when the pipeline
+could not commit it (a failure, a retry), the task runs that shard alone.
 
 Thin by design: every piece of work is `pipeline` code; this module only wires it into Prefect. Tasks take
 small, explicit inputs (the config as plain data, shard names), never heavy objects.
@@ -9,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,7 @@ from prefect.tasks import exponential_backoff
 
 from pipeline.config import JobConfig
 from pipeline.job import plan_job, ray_session, run_job
+from pipeline.output.shards import ShardStats
 from pipeline.report import summarize_json, write_html_report
 from pipeline.output.shards import committed_tables
 from pipeline.stages import FAULT_INJECTION_ENV
@@ -47,25 +55,44 @@ def load_config(config: dict[str, Any] | None = None, config_path: str | None = 
 def shard_cache_key(_context: Any, parameters: dict[str, Any]) -> str:
     """Finished shards of the same job (same output, config, checkpoint) never run twice."""
     output = hashlib.sha256(parameters["output_uri"].encode()).hexdigest()[:16]
-    names = parameters["shard_names"]
-    # One shard keeps its readable name; a group is named by its first shard and a digest of all of them.
-    group = names[0] if len(names) == 1 else f"{names[0]}+{len(names) - 1}-" + hashlib.sha256(
-        "\n".join(names).encode()).hexdigest()[:12]
     return "-".join([
-        "restore-shards", group, parameters["config_hash"][:16],
+        "restore-shard", parameters["shard_name"], parameters["config_hash"][:16],
         parameters["checkpoint_sha256"][:16] or "no-checkpoint", output,
     ])
 
 
-def check_shards_per_task(shards_per_task: int) -> None:
-    if shards_per_task < 1:
-        raise ValueError(f"shards_per_task must be at least 1, got {shards_per_task}")
+class CommitBoard:
+    """Where the flow's shard tasks learn that the shared pipeline committed their shard (one per output,
+    in the flow's process; the pipeline's `on_commit` posts to it)."""
+
+    def __init__(self, shard_names: list[str]) -> None:
+        self._expected = set(shard_names)
+        self._changed = threading.Condition()
+        self._stats: dict[str, dict[str, Any]] = {}
+        self._finished = False
+
+    def commit(self, stats: ShardStats) -> None:
+        with self._changed:
+            self._stats[stats.shard] = stats.to_dict()
+            self._changed.notify_all()
+
+    def finish(self) -> None:
+        """The pipeline ended (done or failed): waiters of shards it did not commit stop waiting."""
+        with self._changed:
+            self._finished = True
+            self._changed.notify_all()
+
+    def wait(self, shard_name: str) -> dict[str, Any] | None:
+        """The shard's marker once committed, or None when the pipeline ended without it (or never had it)."""
+        if shard_name not in self._expected:
+            return None
+        with self._changed:
+            self._changed.wait_for(lambda: shard_name in self._stats or self._finished)
+            return self._stats.get(shard_name)
 
 
-def shard_groups(names: list[str], shards_per_task: int) -> list[list[str]]:
-    """Consecutive shards, `shards_per_task` to a task (the last group may be smaller)."""
-    check_shards_per_task(shards_per_task)
-    return [names[i:i + shards_per_task] for i in range(0, len(names), shards_per_task)]
+_BOARDS: dict[str, CommitBoard] = {}  # output uri → the board of the pipeline writing it in this process
+_ALONE = threading.Lock()  # shards redone alone take the output's driver lock one at a time
 
 
 def _maybe_fail_once(shard_name: str) -> None:
@@ -86,9 +113,20 @@ def plan_shards(config: dict[str, Any]) -> dict[str, Any]:
     return plan_job(JobConfig.from_mapping(config)).to_dict()
 
 
+@task(name="run-shards")
+def run_shards(config: dict[str, Any], shard_names: list[str], output_uri: str) -> int:
+    """Stream the given shards through one pipeline, posting each commit to the output's board; returns
+    the rows processed. Shards it leaves uncommitted are redone by their own tasks."""
+    board = _BOARDS[output_uri]
+    try:
+        return run_job(JobConfig.from_mapping(config), shards=shard_names, on_commit=board.commit).rows_processed_now
+    finally:
+        board.finish()
+
+
 @task(
-    name="restore-shards",
-    task_run_name="restore-shards {shard_names[0]}",
+    name="restore-shard",
+    task_run_name="restore-shard {shard_name}",
     retries=SHARD_RETRIES,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,
@@ -96,25 +134,26 @@ def plan_shards(config: dict[str, Any]) -> dict[str, Any]:
     cache_key_fn=shard_cache_key,
     persist_result=True,
 )
-def restore_shards(config: dict[str, Any], shard_names: list[str], config_hash: str, checkpoint_sha256: str,
-                   output_uri: str) -> dict[str, dict[str, Any]]:
-    """Process a group of shards on Ray in one pipeline and commit each; returns {shard: its `_stats.json`}.
-
-    A retry redoes only the group's shards that did not commit: committed ones are skipped by `run_job`.
-    """
-    for name in shard_names:
-        _maybe_fail_once(name)
-    report = run_job(JobConfig.from_mapping(config), shards=shard_names)
-    missing = [name for name in shard_names if name not in report.shard_stats]
-    if missing:
-        raise RuntimeError(f"{', '.join(missing)} did not commit (report: {report.summary()})")
-    return {name: report.shard_stats[name] for name in shard_names}
+def restore_shard(config: dict[str, Any], shard_name: str, config_hash: str, checkpoint_sha256: str,
+                  output_uri: str) -> dict[str, Any]:
+    """The shard's `_stats.json` once it is committed: by the flow's shared pipeline, else by this task
+    running the shard alone (a retry, or the pipeline failed). Committed shards are never redone."""
+    _maybe_fail_once(shard_name)
+    board = _BOARDS.get(output_uri)
+    stats = board.wait(shard_name) if board is not None else None
+    if stats is not None:
+        return stats
+    with _ALONE:
+        report = run_job(JobConfig.from_mapping(config), shards=[shard_name])
+    if shard_name not in report.shard_stats:
+        raise RuntimeError(f"{shard_name} did not commit (report: {report.summary()})")
+    return report.shard_stats[shard_name]
 
 
 @task(name="verify-output")
 def verify_output(output_uri: str, expected_rows: int) -> dict[str, Any]:
     """Counts reconcile and every id appears exactly once; raises otherwise."""
-    table = committed_tables(output_uri)
+    table = committed_tables(output_uri, columns=("id",))
     ids = table.column("id").to_pylist()
     duplicates = len(ids) - len(set(ids))
     summary = summarize_json(output_uri)
@@ -172,43 +211,52 @@ def _table_row(shard_name: str, stats: dict[str, Any]) -> dict[str, Any]:
 
 @flow(name="restore-dataset", log_prints=True)
 def restore_dataset(config: dict[str, Any] | None = None, config_path: str | None = None,
-                    ray_address: str | None = None, html_report: bool = True,
-                    shards_per_task: int = 1) -> dict[str, Any]:
-    """Restore a dataset: plan shards, run them on Ray as tasks (cached, retried), verify, report.
+                    ray_address: str | None = None, html_report: bool = True) -> dict[str, Any]:
+    """Restore a dataset: plan shards, run them all on Ray in one pipeline, verify, report.
 
     Give the job either inline (`config`, the same mapping a job YAML holds) or as `config_path`.
     Ray is started locally unless `ray_address` (or the config's) says where to join one.
-    `shards_per_task` groups consecutive shards into one task, which runs them through one pipeline:
-    fewer actor and model start-ups for small shards, coarser retries and progress.
     """
     logger = get_run_logger()
     started = time.perf_counter()
     job = load_config(config, config_path, ray_address)
-    check_shards_per_task(shards_per_task)  # before any work
     job_data = job.to_dict()
     plan = plan_shards(job_data)
-    groups = shard_groups([shard["name"] for shard in plan["shards"]], shards_per_task)
-    logger.info("%d shards (%d already committed) in %d task(s)", len(plan["shards"]),
-                sum(1 for s in plan["shards"] if s["committed"]), len(groups))
+    names = [shard["name"] for shard in plan["shards"]]
+    # The output is the truth: a shard missing there is redone even if Prefect's cache remembers it (the
+    # output was deleted or moved), and the fresh result replaces the cached one.
+    pending = [shard["name"] for shard in plan["shards"] if not shard["committed"]]
+    logger.info("%d shards (%d already committed)", len(names), len(names) - len(pending))
 
     progress_id = create_progress_artifact(progress=0.0, description=f"shards committed for {job.output.uri}")
     shard_rows = []
-    committed = {shard["name"] for shard in plan["shards"] if shard["committed"]}
+    uri = job.output.uri
     with ray_session(job.execution):
-        for group in groups:
-            # The output is the truth: a group with a shard missing there is redone even if Prefect's cache
-            # remembers it (the output was deleted or moved), and the fresh result replaces the cached one.
-            run = restore_shards if committed.issuperset(group) else restore_shards.with_options(refresh_cache=True)
-            stats = run(job_data, group, plan["config_hash"], plan["checkpoint_sha256"], job.output.uri)
-            shard_rows += [_table_row(name, stats[name]) for name in group]
-            update_progress_artifact(progress_id, progress=100.0 * len(shard_rows) / len(plan["shards"]))
+        runner = None
+        if pending:
+            _BOARDS[uri] = CommitBoard(pending)
+            runner = run_shards.submit(job_data, pending, uri)
+        try:
+            futures = {}
+            for name in names:
+                shard_task = restore_shard.with_options(refresh_cache=True) if name in pending else restore_shard
+                futures[name] = shard_task.submit(job_data, name, plan["config_hash"], plan["checkpoint_sha256"], uri)
+            for name in names:
+                shard_rows.append(_table_row(name, futures[name].result()))
+                update_progress_artifact(progress_id, progress=100.0 * len(shard_rows) / len(names))
+            if runner is not None:
+                runner.wait()
+                if runner.state.is_failed():
+                    logger.warning("the shared pipeline failed; its uncommitted shards were redone one by one")
+        finally:
+            _BOARDS.pop(uri, None)
 
-    summary = verify_output(job.output.uri, plan["total_rows"])
+    summary = verify_output(uri, plan["total_rows"])
     wall = time.perf_counter() - started
     create_table_artifact(table=shard_rows, key="shard-stats", description="per-shard counts, time and metrics")
-    create_markdown_artifact(markdown=_markdown_report(job.output.uri, plan, summary, shard_rows, wall),
+    create_markdown_artifact(markdown=_markdown_report(uri, plan, summary, shard_rows, wall),
                              key="restore-report", description="job report")
     if html_report:
-        summary["html_report"] = write_html_report(job.output.uri)
+        summary["html_report"] = write_html_report(uri)
     summary["wall_s"] = round(wall, 3)
     return summary

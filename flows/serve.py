@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config-path", help="job YAML/JSON (default: the one in prefect.yaml)")
     parser.add_argument("--cron", help="cron schedule (default: the one in prefect.yaml)")
     parser.add_argument("--ray-address", help="Ray cluster to join (default: start Ray locally)")
-    parser.add_argument("--shards-per-task", type=int, help="shards per Prefect task (default: prefect.yaml's)")
     args = parser.parse_args(argv)
     defaults = deployment_defaults()
     parameters = dict(defaults["parameters"])
@@ -56,8 +55,6 @@ def main(argv: list[str] | None = None) -> None:
         parameters["config_path"] = args.config_path
     if args.ray_address:
         parameters["ray_address"] = args.ray_address
-    if args.shards_per_task:
-        parameters["shards_per_task"] = args.shards_per_task
     restore_dataset.serve(name=DEPLOYMENT_NAME, cron=args.cron or defaults["cron"], parameters=parameters,
                           tags=["matpipe"])
 

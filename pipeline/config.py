@@ -130,10 +130,10 @@ class EngineConfig:
             depend on its shard, batch or rerun.
         options: extra keyword arguments for the engine (e.g. MAT `truncation_psi`, `batch_size`;
             OpenCV `method`, `radius`).
-        batch_across_images: let one model forward mix windows of several images (faster on GPUs).
-            Off by default: batched kernels round differently with the batch's make-up, so an image's
-            pixels could differ by a grey level between a run and its resume; one image per call keeps
-            outputs byte-identical whatever the batching.
+        batch_across_images: let one model forward mix the windows of the images of one group (see
+            `execution.batch_size.inpaint`; much faster on GPUs). Batched kernels round with the batch's
+            make-up, and the job makes that a function of the shard, so a resumed or retried shard is
+            still byte-identical. Off: one image per call.
         invert: "auto" recovers the pixels under an alpha-blended watermark found by `consistent`
             masks by inverting its blend (matte and colour estimated from the dataset at fit time) and
             inpaints only what cannot be recovered; "off" inpaints the whole hole.
@@ -148,7 +148,7 @@ class EngineConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
-    batch_across_images: bool = False
+    batch_across_images: bool = True
     invert: Literal["auto", "off"] = "auto"
     invert_options: dict[str, Any] = field(default_factory=dict)
 
@@ -212,24 +212,27 @@ class ExecutionConfig:
             cluster. When Ray is already initialised in this process it is used as is.
         num_cpus: CPUs of the local Ray (None = all).
         shard_size: rows per shard, the unit of commit and resume.
-        shards_per_pipeline: pending shards streamed through one Ray Data pipeline (actor pools and
-            models are set up once per pipeline); bounds the listing held by Ray at a time.
+        shards_per_pipeline: no longer used: every pending shard of a run streams through one Ray Data
+            pipeline, so actor pools and models are set up once per run (kept so older configs load).
         num_gpus_per_worker: GPUs per inpainting actor; None = 1 where the cluster has GPUs, else 0.
         inpaint_actors: inpainting actors; None = one per GPU, or 1 on a CPU-only cluster.
         inpaint_num_cpus: logical CPUs Ray reserves per inpainting actor; None = 1 for MAT (the model is
             the bottleneck), 0.25 for OpenCV (fast: the CPUs are better left to decoding and encoding).
         inpaint_threads: torch/OpenCV threads per inpainting actor; None = the node's CPUs / actors.
-        mask_actors / mask_num_cpus: the mask generator pool.
-        metrics_actors / metrics_num_cpus: the metrics pool.
+        mask_actors / mask_num_cpus: the mask generator pool; None = autoscaling from 1 actor up to a
+            quarter of the cluster's CPUs (a number fixes the pool's size).
+        metrics_actors / metrics_num_cpus: the metrics pool (when it re-runs a detector), sized the same way.
         task_num_cpus: logical CPUs per decode/encode task.
-        batch_size: rows per batch for each stage.
+        batch_size: `inpaint` is the job's group: consecutive rows of one shard that travel together through
+            every stage and share one model batch (so the batch's make-up is a function of the shard);
+            the other sizes apply to the stages used on their own, not to the job.
         max_restarts: times Ray restarts a dead actor (OOM, segfault, lost node).
         max_task_retries: times a batch is retried on a restarted actor; also the decode/encode task
             retries.
         object_store_memory: bytes of object store Ray Data may fill with in-flight batches (None = its
             default share); lower it to tighten backpressure.
-        preserve_order: rows come back in listing order (deterministic shard files, shards complete in
-            order) at the price of some head-of-line blocking.
+        preserve_order: groups finish in listing order (shards then commit in order) at the price of
+            head-of-line blocking. Shard files are deterministic either way: each group has its own part.
     """
 
     ray_address: str | None = None
@@ -240,16 +243,16 @@ class ExecutionConfig:
     inpaint_actors: int | None = None
     inpaint_num_cpus: float | None = None
     inpaint_threads: int | None = None
-    mask_actors: int = 1
+    mask_actors: int | None = None
     mask_num_cpus: float = 0.25
-    metrics_actors: int = 1
+    metrics_actors: int | None = None
     metrics_num_cpus: float = 0.25
     task_num_cpus: float = 0.5
     batch_size: BatchSizes = field(default_factory=BatchSizes)
     max_restarts: int = 3
     max_task_retries: int = 3
     object_store_memory: int | None = None
-    preserve_order: bool = True
+    preserve_order: bool = False
 
     def validate(self, path: str) -> None:
         if self.ray_address is not None and not (
@@ -258,11 +261,11 @@ class ExecutionConfig:
             _fail(f"{path}.ray_address", f"expected 'auto', 'ray://host:port' or 'host:port', got {self.ray_address!r}")
         positive = {
             "shard_size": self.shard_size, "shards_per_pipeline": self.shards_per_pipeline,
-            "mask_actors": self.mask_actors, "metrics_actors": self.metrics_actors,
         }
         optional_positive = {
             "num_cpus": self.num_cpus, "inpaint_actors": self.inpaint_actors,
             "inpaint_threads": self.inpaint_threads, "object_store_memory": self.object_store_memory,
+            "mask_actors": self.mask_actors, "metrics_actors": self.metrics_actors,
         }
         for name, value in {**positive, **{k: v for k, v in optional_positive.items() if v is not None}}.items():
             if value < 1:

@@ -26,6 +26,8 @@ from pipeline.sources import fetch_rows
 from pipeline.output.root import OutputRoot
 from pipeline.output.writer import METRIC_COLUMNS
 
+# The columns a report reads for every row: no image, mask or provenance bytes.
+SUMMARY_COLUMNS = ("id", "status", "error", "hole_ratio", *METRIC_COLUMNS)
 # Metrics where a higher value means a worse restoration, used to pick the "worst" rows.
 WORST_BY = ("seam_score", "rerun_hole_ratio", "color_delta_e")
 HISTOGRAM_BINS = 20
@@ -113,17 +115,18 @@ def _originals(root: OutputRoot, ids: Sequence[str]) -> dict[str, bytes]:
     return {row["id"]: result.data for row, result in zip(rows, fetched) if result.data}
 
 
-def _grid(title: str, table: pa.Table, indices: Sequence[int], originals: dict[str, bytes], size: int,
-          metric: str | None) -> str:
+def _grid(title: str, table: pa.Table, indices: Sequence[int], originals: dict[str, bytes],
+          pictures: dict[str, dict[str, Any]], size: int, metric: str | None) -> str:
     if not indices:
         return ""
     cells = []
     for i in indices:
         row_id = str(table.column("id")[i].as_py())
-        image = table.column("image")[i].as_py() or {}
+        picture = pictures.get(row_id, {})
+        image = picture.get("image") or {}
         triple = (
             ("before", _thumbnail(originals.get(row_id), size)),
-            ("mask", _thumbnail(table.column("mask")[i].as_py(), size)),
+            ("mask", _thumbnail(picture.get("mask"), size)),
             ("after", _thumbnail(image.get("bytes"), size)),
         )
         pictures = "".join(
@@ -155,7 +158,9 @@ figure{display:inline-block;margin:.5rem 1rem}svg rect{fill:#4a7bd0}svg text{fon
 def build_html_report(output_uri: str, options: ReportOptions = ReportOptions()) -> str:
     """Render the report of the job output at `output_uri` as one HTML document (images inlined)."""
     root = OutputRoot(output_uri)
-    table = committed_tables(output_uri)
+    # Everything but the bulky columns; the images and masks only of the rows shown (a large dataset's
+    # bytes never come to this process).
+    table = committed_tables(output_uri, columns=SUMMARY_COLUMNS)
     job = root.read_json(REPORT_FILE) if root.exists(REPORT_FILE) else {}
 
     status_counts = Counter(table.column("status").to_pylist())
@@ -164,7 +169,9 @@ def build_html_report(output_uri: str, options: ReportOptions = ReportOptions())
         if s == "failed" and e
     )
     sample, worst, worst_metric = _select_rows(table, options)
-    originals = _originals(root, [str(table.column("id")[i].as_py()) for i in {*sample, *worst}])
+    shown_ids = [str(table.column("id")[i].as_py()) for i in {*sample, *worst}]
+    originals = _originals(root, shown_ids)
+    pictures = {row["id"]: row for row in committed_tables(output_uri, ("id", "image", "mask"), shown_ids).to_pylist()}
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(options.title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(options.title)}</h1>"
@@ -198,9 +205,10 @@ def build_html_report(output_uri: str, options: ReportOptions = ReportOptions())
     if histograms:
         parts.append(f"<section><h2>Metrics</h2>{''.join(histograms)}</section>")
 
-    parts.append(_grid("Sample", table, sample, originals, options.thumbnail_px, None))
+    parts.append(_grid("Sample", table, sample, originals, pictures, options.thumbnail_px, None))
     if worst_metric:
-        parts.append(_grid(f"Worst by {worst_metric}", table, worst, originals, options.thumbnail_px, worst_metric))
+        parts.append(_grid(f"Worst by {worst_metric}", table, worst, originals, pictures, options.thumbnail_px,
+                           worst_metric))
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -219,7 +227,7 @@ def write_html_report(output_uri: str, destination: str | None = None, options: 
 
 def summarize_json(output_uri: str) -> dict[str, Any]:
     """Counts and failure reasons as plain data (for flows and CI)."""
-    table = committed_tables(output_uri)
+    table = committed_tables(output_uri, columns=("status", "error"))
     statuses = table.column("status").to_pylist()
     errors = table.column("error").to_pylist()
     return {

@@ -64,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     consistent = parser.add_argument_group("consistent")
     consistent.add_argument("--fit-sample", type=int, help="images the watermark is estimated from (default 64)")
-    consistent.add_argument("--min-match-score", type=float, help="match score below which a mask is empty")
+    consistent.add_argument("--min-match-score", type=float,
+                            help="lowest match score that counts as the watermark (the fit may set it higher: chance)")
     consistent.add_argument("--search", choices=("anywhere", "expected"), help="where to look for the watermark")
     consistent.add_argument("--template", type=Path, help="load a fitted template (.npz) instead of fitting")
     consistent.add_argument("--save-template", type=Path, help="write the fitted template (.npz)")

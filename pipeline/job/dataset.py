@@ -1,4 +1,10 @@
-"""The Ray Data dataset of a window of shards: listing blocks → fetch+decode → mask → inpaint → metrics → encode."""
+"""The job's Ray Data dataset: one row per group of one shard (see pipeline.job.groups), streamed through
+fetch+decode (tasks) → mask (actor pool) → inpaint (actor pool) → metrics → encode → write (tasks).
+
+Every pending shard of a run goes through this one dataset, so the actor pools, and the models in them, are
+built once per run. The last stage writes each group to the output filesystem where it was made and hands
+back only statistics rows (no image bytes).
+"""
 from __future__ import annotations
 
 import json
@@ -10,8 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.job.groups import PAYLOAD, GroupSink, GroupStage, pack
 from pipeline.job.plan import Plan
-from pipeline.job.resources import plan_resources
+from pipeline.job.resources import Resources, plan_resources
 from pipeline.output.shards import ShardSpec
 from pipeline.sources import LISTING_SCHEMA, fetch_rows, is_process_local
 from pipeline.stages import (
@@ -19,6 +26,7 @@ from pipeline.stages import (
     FAILED,
     FAULT_INJECTION_ENV,
     SKIPPED,
+    Batch,
     DecodeStage,
     EncodeStage,
     FetchStage,
@@ -28,26 +36,33 @@ from pipeline.stages import (
     row_seed,
     run_stages,
 )
+from pipeline.stages.write import WriteStage
+
+# Enough blocks to spread the first stage over a large cluster, few enough that the driver's object
+# store entries stay bounded whatever the job's size.
+_MAX_SOURCE_BLOCKS = 4096
 
 
-class _FetchAndDecode:
+class FetchAndDecode:
     """Fetch then decode in one task (one pass over the batch, no intermediate block)."""
 
     def __init__(self, allow_external_paths: bool, max_pixels: int | None) -> None:
         self.stages = (FetchStage(allow_external_paths), DecodeStage(max_pixels=max_pixels))
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: Batch) -> Batch:
         return run_stages(batch, self.stages)
 
 
+def shard_groups(shard: ShardSpec, group_rows: int) -> list[tuple[int, int, int]]:
+    """(group index, first listing row, end) of each group of `shard`, in row order."""
+    return [(group, start, min(start + group_rows, shard.stop))
+            for group, start in enumerate(range(shard.start, shard.stop, group_rows))]
 
-def window_table(plan: Plan, shards: Sequence[ShardSpec]) -> pa.Table:
-    """The listing rows of `shards` plus the per-row job columns (shard, seed, status, error)."""
-    parts = []
-    for shard in shards:
-        part = plan.listing.slice(shard.start, shard.rows)
-        parts.append(part.append_column("shard", pa.array([shard.index] * shard.rows, pa.int32())))
-    table = pa.concat_tables(parts)
+
+def _job_rows(plan: Plan, shard: ShardSpec) -> pa.Table:
+    """The listing rows of `shard` plus the per-row job columns (shard, seed, status, error[, data])."""
+    table = plan.listing.slice(shard.start, shard.rows)
+    table = table.append_column("shard", pa.array([shard.index] * shard.rows, pa.int32()))
     ids = table.column("id").to_pylist()
     duplicate_of = table.column("duplicate_of").to_pylist()
     base_seed = plan.config.engine.seed
@@ -71,61 +86,77 @@ def window_table(plan: Plan, shards: Sequence[ShardSpec]) -> pa.Table:
     return table.append_column("error", pa.array(errors, pa.string()))
 
 
-def _blocks(table: pa.Table, shards: Sequence[ShardSpec], rows_per_block: int) -> list[pa.Table]:
-    """Small blocks that never straddle shards, so work spreads over tasks from the first row."""
-    blocks, offset = [], 0
+def group_table(plan: Plan, shards: Sequence[ShardSpec]) -> pa.Table:
+    """One row per group of `shards`: shard, group, and the group's listing rows packed (metadata only)."""
+    group_rows = plan.config.execution.batch_size.inpaint
+    shard_ids, group_ids, payloads = [], [], []
     for shard in shards:
-        for start in range(0, shard.rows, rows_per_block):
-            blocks.append(table.slice(offset + start, min(rows_per_block, shard.rows - start)))
-        offset += shard.rows
-    return blocks
+        rows = _job_rows(plan, shard)
+        for group, start, stop in shard_groups(shard, group_rows):
+            part = rows.slice(start - shard.start, stop - start)
+            batch = {name: np.array(part.column(name).to_pylist(), dtype=object) for name in part.column_names}
+            batch["group"] = np.full(stop - start, group, np.int32)
+            shard_ids.append(shard.index)
+            group_ids.append(group)
+            payloads.append(pack(batch))
+    return pa.table({"shard": pa.array(shard_ids, pa.int32()), "group": pa.array(group_ids, pa.int32()),
+                     PAYLOAD: pa.array(payloads, pa.large_binary())})
 
 
-def build_pipeline(plan: Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> Any:
+def _source_blocks(table: pa.Table) -> list[pa.Table]:
+    per_block = max(1, -(-table.num_rows // _MAX_SOURCE_BLOCKS))
+    return [table.slice(start, per_block) for start in range(0, table.num_rows, per_block)]
+
+
+def build_pipeline(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
     # Ray 2.60 deprecates remote args (max_retries, max_restarts, max_task_retries) in map_batches but
     # offers no other way to bound retries: silence that one warning while building.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated", category=DeprecationWarning)
-        return _chain_stages(plan, table, shards)
+        return _chain_stages(plan, groups)
 
 
-def _chain_stages(plan: Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> Any:
-    """from_arrow(listing blocks) → fetch+decode → mask → inpaint → metrics → encode."""
+def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
+    """from_arrow(group rows) → fetch+decode → mask → inpaint → metrics → encode → write."""
     import ray.data
 
     config, execution = plan.config, plan.config.execution
-    sizes = execution.batch_size
     rerun = config.metrics.enabled and (config.metrics.rerun_mask == "on" or (
         config.metrics.rerun_mask == "auto" and config.masks.method in DETECTING_METHODS))
-    resources = plan_resources(execution, plan.engine.name, execution.metrics_actors if rerun else 0)
+    resources = plan_resources(execution, plan.engine.name, rerun_metrics=rerun)
     task_cpus = execution.task_num_cpus * resources.cpu_scale
+    task_args = {"num_cpus": task_cpus, "max_retries": max(execution.max_task_retries, 0)}
     actor_args = {"max_restarts": execution.max_restarts, "max_task_retries": execution.max_task_retries}
     fault_injection = json.loads(os.environ.get(FAULT_INJECTION_ENV) or "{}")
 
-    dataset = ray.data.from_arrow(_blocks(table, shards, sizes.decode))
+    def pool(size: tuple[int, int]) -> Any:
+        return ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1])
+
+    # batch_size=1: one group per call, so a task or an actor call is one model batch.
+    dataset = ray.data.from_arrow(_source_blocks(groups))
     dataset = dataset.map_batches(
-        _FetchAndDecode(config.inputs.allow_external_paths, config.inputs.max_pixels), batch_size=sizes.decode,
+        GroupStage(FetchAndDecode, {"allow_external_paths": config.inputs.allow_external_paths,
+                                    "max_pixels": config.inputs.max_pixels}), batch_size=1,
         # Tasks carry `max_retries`, actors `max_restarts`: unequal remote args, so Ray Data never fuses the
-        # decoding into the mask actors (where it would run serially inside the small mask pool).
-        num_cpus=task_cpus, max_retries=max(execution.max_task_retries, 0),
+        # decoding into the mask actors (where it would run serially inside the mask pool).
+        **task_args,
     )
     dataset = dataset.map_batches(
-        MaskStage, batch_size=sizes.mask, compute=ray.data.ActorPoolStrategy(size=execution.mask_actors),
-        fn_constructor_kwargs={"method": config.masks.method, "options": config.masks.options,
-                               "postprocess": config.masks.postprocess, "template_npz": plan.template_npz},
+        GroupStage, batch_size=1, compute=pool(resources.mask_pool),
+        fn_constructor_kwargs={"stage": MaskStage, "kwargs": {
+            "method": config.masks.method, "options": config.masks.options,
+            "postprocess": config.masks.postprocess, "template_npz": plan.template_npz}},
         num_cpus=execution.mask_num_cpus * resources.cpu_scale, **actor_args,
     )
     dataset = dataset.map_batches(
-        InpaintStage, batch_size=sizes.inpaint,
-        compute=ray.data.ActorPoolStrategy(size=resources.inpaint_actors),
-        fn_constructor_kwargs={
+        GroupStage, batch_size=1, compute=pool(resources.inpaint_pool),
+        fn_constructor_kwargs={"stage": InpaintStage, "kwargs": {
             "engine": plan.engine.name, "checkpoint": plan.engine.checkpoint_path,
             "checkpoint_sha256": plan.engine.checkpoint_sha256, "device": config.engine.device,
             "dtype": config.engine.dtype, "options": config.engine.options, "threads": resources.inpaint_threads,
             "base_seed": config.engine.seed, "batch_across_images": config.engine.batch_across_images,
             "fault_injection": fault_injection, "template_npz": plan.template_npz,
-            "invert": config.engine.invert, "invert_options": config.engine.invert_options,
-        },
+            "invert": config.engine.invert, "invert_options": config.engine.invert_options}},
         num_cpus=resources.inpaint_cpus * resources.cpu_scale, num_gpus=resources.gpus_per_actor or None,
         **actor_args,
     )
@@ -133,18 +164,18 @@ def _chain_stages(plan: Plan, table: pa.Table, shards: Sequence[ShardSpec]) -> A
         if rerun:
             # Re-detecting needs the mask model: an actor pool, like the mask stage.
             dataset = dataset.map_batches(
-                MetricsStage, batch_size=sizes.metrics,
-                compute=ray.data.ActorPoolStrategy(size=execution.metrics_actors),
-                fn_constructor_kwargs={
+                GroupStage, batch_size=1, compute=pool(resources.metrics_pool),
+                fn_constructor_kwargs={"stage": MetricsStage, "kwargs": {
                     "ring_px": config.metrics.ring_px, "rerun_method": config.masks.method,
                     "rerun_options": config.masks.options, "rerun_postprocess": config.masks.postprocess,
-                    "template_npz": plan.template_npz,
-                },
+                    "template_npz": plan.template_npz}},
                 num_cpus=execution.metrics_num_cpus * resources.cpu_scale, **actor_args,
             )
         else:
             # Without a model the figures are plain numpy: CPU tasks, fused with the encode tasks.
-            dataset = dataset.map_batches(MetricsStage(ring_px=config.metrics.ring_px), batch_size=sizes.metrics,
-                                          num_cpus=task_cpus, max_retries=max(execution.max_task_retries, 0))
-    return dataset.map_batches(EncodeStage(config.output.jpeg_tables), batch_size=sizes.encode, num_cpus=task_cpus,
-                               max_retries=max(execution.max_task_retries, 0))
+            dataset = dataset.map_batches(GroupStage(MetricsStage, {"ring_px": config.metrics.ring_px}),
+                                          batch_size=1, **task_args)
+    dataset = dataset.map_batches(GroupStage(EncodeStage, {"jpeg_tables": config.output.jpeg_tables}),
+                                  batch_size=1, **task_args)
+    return dataset.map_batches(GroupSink(WriteStage, {"output": config.output}), batch_size=1,
+                               **task_args), resources

@@ -17,9 +17,10 @@ from pipeline.job.engine import ResolvedEngine, resolve_engine
 from pipeline.job.errors import JobError
 from pipeline.job.summary import JobPlanSummary
 from pipeline.output.layout import CONFIG_FILE, LISTING_FILE
+from pipeline.output.lock import exclusive_driver
 from pipeline.output.root import OutputRoot
 from pipeline.output.shards import JobManifest, check_resumable, load_manifest, remove_stale_temporaries
-from pipeline.sources import list_inputs
+from pipeline.sources import is_process_local, list_inputs
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ def _check_output_not_inside_inputs(config: JobConfig) -> None:
 def open_output(config: JobConfig) -> OutputRoot:
     """The output root, created if absent, once it is known not to lie inside an input."""
     _check_output_not_inside_inputs(config)
+    if is_process_local(config.output.uri):
+        raise JobError(f"the output {config.output.uri} exists only in this process, but Ray workers write the "
+                       "shards: use a local folder, a shared mount or an object store")
     return OutputRoot(config.output.uri)
 
 
@@ -100,11 +104,17 @@ def summary_fields(plan: Plan) -> dict[str, Any]:
 
 
 def plan_job(config: JobConfig) -> JobPlanSummary:
-    """List the inputs (or reload the saved listing), cut them into shards, say which are committed."""
+    """List the inputs (or reload the saved listing), cut them into shards, say which are committed.
+
+    Holds the output's driver lock while it plans (OutputInUseError when a run is writing the output).
+    """
     engine = resolve_engine(config.engine)
-    plan = load_or_create_plan(config, engine, open_output(config))
-    markers = plan.manifest.refresh_states(plan.root)
-    plan.manifest.save(plan.root)
+    root = open_output(config)
+    # Planning a resume deletes an interrupted run's temporary files: never while another driver writes.
+    with exclusive_driver(root):
+        plan = load_or_create_plan(config, engine, root)
+        markers = plan.manifest.refresh_states(plan.root)
+        plan.manifest.save(plan.root)
     return JobPlanSummary(
         **summary_fields(plan),
         shards=[{"name": s.name, "rows": s.rows, "committed": s.name in markers} for s in plan.manifest.shards],

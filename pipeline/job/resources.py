@@ -50,21 +50,36 @@ def ray_session(execution: ExecutionConfig) -> Iterator[None]:
         ray.shutdown()
 
 
+# Share of the cluster's CPUs each CPU actor pool may grow to (the rest is for decoding, metrics and
+# encoding tasks): enough text-detector actors to feed a few GPUs, never the whole cluster.
+_POOL_CPU_SHARE = 0.25
+
+
 @dataclass(frozen=True)
 class Resources:
+    """What each stage asks Ray for; pools are (min, max) actors (Ray Data autoscales in between)."""
+
     gpus_per_actor: float
-    inpaint_actors: int
+    inpaint_pool: tuple[int, int]
     inpaint_cpus: float
     inpaint_threads: int | None
+    mask_pool: tuple[int, int]
+    metrics_pool: tuple[int, int]
     cpu_scale: float  # applied to every stage's logical CPUs so the actor pools fit the cluster
 
 
-def _cpu_scale(execution: ExecutionConfig, inpaint_actors: int, inpaint_cpus: float, metrics_actors: int,
-               cluster_cpus: float) -> float:
-    """Actors hold their logical CPUs for the whole run; if they and one task do not fit the cluster,
-    Ray Data would wait forever for the task. Shrink every request in proportion instead."""
-    needed = (execution.mask_actors * execution.mask_num_cpus + inpaint_actors * inpaint_cpus
-              + metrics_actors * execution.metrics_num_cpus + execution.task_num_cpus)
+def _cpu_pool(explicit: int | None, cluster_cpus: float, cpus_per_actor: float) -> tuple[int, int]:
+    """A fixed pool when configured, else one actor growing to a share of the cluster's CPUs."""
+    if explicit is not None:
+        return explicit, explicit
+    return 1, max(1, int(cluster_cpus * _POOL_CPU_SHARE / cpus_per_actor))
+
+
+def _cpu_scale(execution: ExecutionConfig, fixed_actor_cpus: float, cluster_cpus: float) -> float:
+    """Actors hold their logical CPUs for the whole run; if the pools' minimum sizes and one task do not
+    fit the cluster, Ray Data would wait forever for the task. Shrink every request in proportion instead
+    (a 1-CPU node still runs)."""
+    needed = fixed_actor_cpus + execution.task_num_cpus
     if cluster_cpus <= 0 or needed <= cluster_cpus:
         return 1.0
     scale = cluster_cpus / needed * 0.99  # float sums must not land a hair above the total
@@ -73,16 +88,17 @@ def _cpu_scale(execution: ExecutionConfig, inpaint_actors: int, inpaint_cpus: fl
     return scale
 
 
-def plan_resources(execution: ExecutionConfig, engine: str, metrics_actors: int = 0) -> Resources:
+def plan_resources(execution: ExecutionConfig, engine: str, rerun_metrics: bool = False) -> Resources:
+    """Pool sizes and per-actor requests for the cluster Ray is connected to."""
     import ray
 
     cluster = ray.cluster_resources()
-    cluster_gpus = float(cluster.get("GPU", 0))
+    cluster_cpus, cluster_gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
     gpus = execution.num_gpus_per_worker if execution.num_gpus_per_worker is not None else (1.0 if cluster_gpus else 0.0)
     if execution.inpaint_actors is not None:
         actors = execution.inpaint_actors
     elif gpus:
-        actors = max(1, int(cluster_gpus // gpus))
+        actors = max(1, int(cluster_gpus // gpus))  # every GPU from the start: they are what the job waits on
     else:
         actors = 1
     threads = execution.inpaint_threads
@@ -94,9 +110,16 @@ def plan_resources(execution: ExecutionConfig, engine: str, metrics_actors: int 
     inpaint_cpus = execution.inpaint_num_cpus
     if inpaint_cpus is None:
         inpaint_cpus = 1.0 if engine == "mat" else 0.25
-    scale = _cpu_scale(execution, actors, inpaint_cpus, metrics_actors, float(cluster.get("CPU", 0)))
-    return Resources(gpus, actors, inpaint_cpus, threads, scale)
-
+    mask_pool = _cpu_pool(execution.mask_actors, cluster_cpus, execution.mask_num_cpus)
+    metrics_pool = _cpu_pool(execution.metrics_actors, cluster_cpus, execution.metrics_num_cpus) if rerun_metrics \
+        else (0, 0)
+    fixed = (mask_pool[0] * execution.mask_num_cpus + actors * inpaint_cpus
+             + metrics_pool[0] * execution.metrics_num_cpus)
+    scale = _cpu_scale(execution, fixed, cluster_cpus)
+    resources = Resources(gpus, (actors, actors), inpaint_cpus, threads, mask_pool, metrics_pool, scale)
+    log.info("pools: mask %s, inpaint %s (%.2g GPU each), metrics %s actors", mask_pool, resources.inpaint_pool,
+             gpus, metrics_pool)
+    return resources
 
 
 @contextlib.contextmanager

@@ -1,26 +1,26 @@
-"""Running the job: list the inputs, plan shards, stream pending shards through Ray Data, commit each.
+"""Running the job: plan, then stream every pending shard through one Ray Data pipeline, commit each.
 
 `run_job(JobConfig) -> JobReport`. Ray is started locally (sized to the machine) unless an address is
-given or Ray is already initialised. Pending shards go through one streaming pipeline per window of
-`shards_per_pipeline` shards — fetch+decode (CPU tasks) → mask (actor pool) → inpaint (actor pool) →
-metrics (actor pool) → encode (CPU tasks) — and the driver pulls finished rows with `iter_batches`,
-streams them into per-shard Parquet writers and commits each shard as soon as its last row arrives.
-Only metadata is materialised: images exist only as in-flight batches, bounded by Ray Data's
-backpressure, so memory does not grow with the dataset.
+given or Ray is already initialised. All pending shards of the run go through one streaming pipeline
+(pipeline.job.dataset), so actor pools and models are built once per run. Workers write each group of
+rows to the output filesystem where it was made; the driver receives only statistics rows (no image
+bytes), and when a shard's last row is in it has a worker join the shard's parts into its Parquet file,
+then writes the shard's marker: the last step of its commit. The driver's memory and CPU do not grow with
+the images, only (slightly) with the number of rows in flight.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from pipeline.config import JobConfig
-from pipeline.job.dataset import build_pipeline, window_table
+from pipeline.job.dataset import build_pipeline, group_table, shard_groups
 from pipeline.job.engine import FALLBACK_BANNER, resolve_engine
 from pipeline.job.errors import JobError
 from pipeline.job.fit import fit_consistent_masks
@@ -30,75 +30,89 @@ from pipeline.job.summary import JobReport
 from pipeline.output.layout import REPORT_FILE
 from pipeline.output.lock import exclusive_driver
 from pipeline.output.shards import ShardSpec, ShardStats, commit_shard, merge_stats
-from pipeline.output.writer import ShardWriter
+from pipeline.output.writer import ShardFiles, assemble_shard
 from pipeline.stages import consistent_fit_options
 
 log = logging.getLogger(__name__)
 
 
-def _split_by_shard(batch: dict[str, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    shard_ids = np.asarray(batch["shard"])
-    for shard_index in np.unique(shard_ids):
-        rows = np.nonzero(shard_ids == shard_index)[0]
-        if len(rows) == len(shard_ids):
-            yield int(shard_index), batch
-        else:
-            yield int(shard_index), {name: column[rows] for name, column in batch.items()}
+@dataclass
+class _ShardProgress:
+    """What the driver holds for a shard in flight: its statistics rows (small columns only)."""
+
+    shard: ShardSpec
+    started: float
+    parts: list[pa.Table] = field(default_factory=list)
+    rows: int = 0
 
 
-# Columns kept per shard for its statistics (not the image bytes).
-_STATS_DROP = ("image", "mask", "mask_details", "source")
+class _Committer:
+    """Receives statistics rows, has a worker assemble each complete shard, writes its marker."""
+
+    def __init__(self, plan: Plan, shards: Sequence[ShardSpec], on_commit: Callable[[ShardStats], None]) -> None:
+        import ray
+
+        self.plan = plan
+        self.by_index = {shard.index: shard for shard in shards}
+        self.on_commit = on_commit
+        self.open: dict[int, _ShardProgress] = {}
+        self.assembling: dict[Any, _ShardProgress] = {}  # ObjectRef → shard
+        self.committed_rows = 0
+        task_cpus = plan.config.execution.task_num_cpus
+        self._assemble = ray.remote(num_cpus=task_cpus, max_retries=max(plan.config.execution.max_task_retries, 0))(
+            assemble_shard)
+
+    def add(self, table: pa.Table) -> None:
+        shard_ids = table.column("shard").to_numpy()
+        for shard_index in sorted(set(shard_ids.tolist())):
+            rows = table.filter(pa.array(shard_ids == shard_index))
+            shard = self.by_index[shard_index]
+            progress = self.open.setdefault(shard_index, _ShardProgress(shard, time.perf_counter()))
+            progress.parts.append(rows)
+            progress.rows += rows.num_rows
+            if progress.rows > shard.rows:
+                raise JobError(f"{shard.name}: received more rows than it has ({shard.rows}); not committing")
+            if progress.rows == shard.rows:
+                del self.open[shard_index]
+                groups = len(shard_groups(shard, self.plan.config.execution.batch_size.inpaint))
+                self.assembling[self._assemble.remote(self.plan.config.output, shard.name, groups)] = progress
+        self.collect(wait=False)
+
+    def collect(self, wait: bool) -> None:
+        """Commit the shards whose assembly finished (all of them when `wait`)."""
+        import ray
+
+        while self.assembling:
+            done, _ = ray.wait(list(self.assembling), num_returns=1, timeout=None if wait else 0)
+            if not done:
+                return
+            progress = self.assembling.pop(done[0])
+            self._commit(progress, ray.get(done[0]))
+
+    def _commit(self, progress: _ShardProgress, files: ShardFiles) -> None:
+        shard = progress.shard
+        stats = ShardStats.from_table(shard, pa.concat_tables(progress.parts), files, self.plan.config_hash,
+                                      time.perf_counter() - progress.started)
+        commit_shard(self.plan.root, shard, stats)
+        self.plan.manifest.states[shard.name] = "committed"
+        self.committed_rows += stats.rows
+        log.info("committed %s: %d rows (%s)", shard.name, stats.rows,
+                 ", ".join(f"{k} {v}" for k, v in stats.counts.items()))
+        self.on_commit(stats)
 
 
-def _run_window(plan: Plan, shards: Sequence[ShardSpec],
-                on_commit: Callable[[ShardStats], None] | None) -> int:
+def _run_shards(plan: Plan, shards: Sequence[ShardSpec], on_commit: Callable[[ShardStats], None]) -> int:
     """Stream `shards` through one pipeline; returns the rows committed."""
-    by_index = {shard.index: shard for shard in shards}
-    table = window_table(plan, shards)
-    writers: dict[int, ShardWriter] = {}
-    stats_parts: dict[int, list[pa.Table]] = {}
-    started: dict[int, float] = {}
-    committed_rows = 0
-    try:
-        with data_context(plan.config.execution):
-            dataset = build_pipeline(plan, table, shards)
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-                for shard_index, rows in _split_by_shard(batch):
-                    shard = by_index[shard_index]
-                    if shard_index not in writers:
-                        writers[shard_index] = ShardWriter(plan.root, shard.name, plan.config.output)
-                        stats_parts[shard_index], started[shard_index] = [], time.perf_counter()
-                    written = writers[shard_index].write_batch(rows)
-                    stats_parts[shard_index].append(written.drop_columns(list(_STATS_DROP)))
-                    if writers[shard_index].rows == shard.rows:
-                        committed_rows += _commit(plan, shard, writers.pop(shard_index),
-                                                  stats_parts.pop(shard_index), started.pop(shard_index), on_commit)
-                    elif writers[shard_index].rows > shard.rows:
-                        raise JobError(f"{shard.name}: received more rows than it has ({shard.rows}); not committing")
-        if writers:
-            missing = ", ".join(f"{by_index[i].name} ({w.rows}/{by_index[i].rows} rows)" for i, w in writers.items())
-            raise JobError(f"the pipeline ended before these shards were complete: {missing}")
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
-    return committed_rows
-
-
-def _commit(plan: Plan, shard: ShardSpec, writer: ShardWriter, parts: list[pa.Table], started: float,
-            on_commit: Callable[[ShardStats], None] | None) -> int:
-    files = writer.close()
-    stats = ShardStats.from_table(shard, pa.concat_tables(parts), files, plan.config_hash,
-                                  time.perf_counter() - started)
-    commit_shard(plan.root, shard, stats)
-    plan.manifest.states[shard.name] = "committed"
-    plan.manifest.save(plan.root)
-    log.info("committed %s: %d rows (%s)", shard.name, stats.rows,
-             ", ".join(f"{k} {v}" for k, v in stats.counts.items()))
-    if on_commit is not None:
-        on_commit(stats)
-    return stats.rows
-
+    committer = _Committer(plan, shards, on_commit)
+    with data_context(plan.config.execution):
+        dataset, _ = build_pipeline(plan, group_table(plan, shards))
+        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+            committer.add(table)
+    committer.collect(wait=True)
+    if committer.open:
+        missing = ", ".join(f"{p.shard.name} ({p.rows}/{p.shard.rows} rows)" for p in committer.open.values())
+        raise JobError(f"the pipeline ended before these shards were complete: {missing}")
+    return committer.committed_rows
 
 
 def run_job(config: JobConfig, *, shards: Sequence[str] | None = None,
@@ -149,9 +163,7 @@ def _run_locked(plan: Plan, shards: Sequence[str] | None, on_commit: Callable[[S
         if fit_options is not None:
             plan.template_npz = fit_consistent_masks(plan, fit_options)
         with ray_session(config.execution):
-            window = config.execution.shards_per_pipeline
-            for start in range(0, len(pending), window):
-                processed += _run_window(plan, pending[start:start + window], record)
+            processed = _run_shards(plan, pending, record)
 
     markers = {shard.name: markers.get(shard.name) or committed_now[shard.name]
                for shard in plan.manifest.shards if shard.name in markers or shard.name in committed_now}

@@ -29,7 +29,7 @@ class SeedSettings:
     region: side of the square searched next to the anchor (centred on it for "center");
     patch: side of the patches compared; radius: ± search window (the jitter allowance);
     references / others: how many images provide patches and how many are searched;
-    patches: candidate patches per reference (the most textured ones: a watermark adds edges);
+    patches: candidate patches per reference (those that recur best in `screen_others` images);
     null_checks: how many of the best-recurring patches per reference are checked against chance.
     """
 
@@ -39,7 +39,8 @@ class SeedSettings:
     stride: int = 6
     references: int = 4
     others: int = 8
-    patches: int = 20
+    patches: int = 16
+    screen_others: int = 3
     null_checks: int = 5
     blur: float = 1.2
 
@@ -135,16 +136,21 @@ def find_seed(images: list[np.ndarray], fields: list[np.ndarray], frame: Frame, 
     for reference in references:
         others = [i for i in np.linspace(0, count - 1, min(settings.others + 1, count)).astype(int) if i != reference]
         others = sorted(set(others))[: settings.others]
+        # Screen every patch against a few images first: a faint logo's patch need not be among the
+        # most textured, but it recurs.
+        screen = others[:: max(1, len(others) // settings.screen_others)][: settings.screen_others]
         candidates = []
         for y in grid:
             for x in grid:
                 patch = regions[reference][radius + y : radius + y + size, radius + x : radius + x + size]
-                candidates.append((float((patch * patch).sum()), y, x))
+                if not (patch * patch).sum() > 0:
+                    continue
+                patch = np.ascontiguousarray(patch)
+                window = slice(y, y + size + 2 * radius), slice(x, x + size + 2 * radius)
+                candidates.append((float(np.median([_best_match(regions[j][window], patch)[0] for j in screen])), y, x))
         candidates.sort(reverse=True)
         scored = []
-        for energy, y, x in candidates[: settings.patches]:
-            if energy <= 0:
-                break
+        for _, y, x in candidates[: settings.patches]:
             patch = np.ascontiguousarray(regions[reference][radius + y : radius + y + size, radius + x : radius + x + size])
             window = slice(y, y + size + 2 * radius), slice(x, x + size + 2 * radius)
             scored.append((float(np.median([_best_match(regions[j][window], patch)[0] for j in others])), y, x, patch))

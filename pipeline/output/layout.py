@@ -9,6 +9,8 @@
     _job/report.json               the last run's report
     _job/consistent_template.npz   the fitted consistent-watermark template (when the masks need one)
     _job/driver.lock               held by the driver writing this output (one at a time)
+    _job/parts/<shard>/group-N.parquet  a shard's groups as the workers wrote them, until the shard's
+                                   file is assembled from them (then deleted)
     report.html                    the HTML report (`matpipe report`, the flow)
 
 Temporary files are hidden (`.<name>.tmp-<random>`) next to their target, so no reader ever takes them for
@@ -31,6 +33,7 @@ CONFIG_FILE = f"{JOB_DIR}/config.json"
 REPORT_FILE = f"{JOB_DIR}/report.json"
 TEMPLATE_FILE = f"{JOB_DIR}/consistent_template.npz"
 LOCK_FILE = f"{JOB_DIR}/driver.lock"
+PARTS_DIR = f"{JOB_DIR}/parts"
 HTML_REPORT_FILE = "report.html"
 # The folders where an interrupted run can leave temporary files behind (image files are redone in place).
 TEMPORARY_FOLDERS = (DATA_DIR, MARKERS_DIR, JOB_DIR)
@@ -48,6 +51,16 @@ def data_file(shard: str) -> str:
 def marker_file(shard: str) -> str:
     """The marker (`_stats.json`) of the shard named `shard`."""
     return f"{MARKERS_DIR}/{shard}_stats.json"
+
+
+def parts_dir(shard: str) -> str:
+    """The folder of the shard's part files."""
+    return f"{PARTS_DIR}/{shard}"
+
+
+def part_file(shard: str, group: int) -> str:
+    """The part file of group `group` (0-based, in row order) of the shard named `shard`."""
+    return f"{parts_dir(shard)}/group-{group:05d}.parquet"
 
 
 def image_file(relative: str) -> str:

@@ -16,7 +16,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from pipeline.output.layout import temporary_name
 from pipeline.sources import resolve_filesystem
@@ -164,9 +166,34 @@ class OutputRoot:
         return sorted(posixpath.join(relative_dir, posixpath.basename(info.path))
                       for info in infos if info.type == pafs.FileType.File)
 
+    def file_sizes(self, relative_dir: str) -> dict[str, int]:
+        """Relative path → size of the files directly inside `relative_dir`, in one listing."""
+        base = self.path(relative_dir)
+        if self.filesystem.get_file_info(base).type != pafs.FileType.Directory:
+            return {}
+        infos = self.filesystem.get_file_info(pafs.FileSelector(base, recursive=False))
+        return {posixpath.join(relative_dir, posixpath.basename(info.path)): info.size
+                for info in infos if info.type == pafs.FileType.File}
+
     def delete(self, relative: str) -> None:
         with contextlib.suppress(FileNotFoundError, OSError):
             self.filesystem.delete_file(self.path(relative))
+
+    def delete_dir(self, relative: str) -> None:
+        """Delete a folder and everything in it (nothing when it does not exist)."""
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self.filesystem.delete_dir(self.path(relative))
+
+    def write_parquet(self, relative: str, table: pa.Table, compression: str | None = None,
+                      row_group_size: int | None = None) -> WrittenFile:
+        """Write `table` as one Parquet file, atomically."""
+        with self.open_atomic(relative) as sink:
+            pq.write_table(table, sink, compression=compression or "none", row_group_size=row_group_size)
+        return WrittenFile(relative, sink.size, sink.digest.hexdigest())
+
+    def read_parquet(self, relative: str, columns: list[str] | None = None) -> pa.Table:
+        with self.filesystem.open_input_file(self.path(relative)) as handle:
+            return pq.read_table(handle, columns=columns)
 
 
 def _fsync_dir(path: str) -> None:

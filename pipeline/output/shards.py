@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +22,10 @@ import pyarrow.compute as pc
 
 from pipeline.output.layout import (
     CONFIG_FILE,
+    DATA_DIR,
     MANIFEST_FILE,
+    MARKERS_DIR,
+    PARTS_DIR,
     TEMPORARY_FOLDERS,
     data_file,
     is_temporary,
@@ -162,12 +165,13 @@ def merge_stats(stats: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 # Markers
 
 
-def read_marker(root: OutputRoot, shard: ShardSpec) -> dict[str, Any] | None:
+def read_marker(root: OutputRoot, shard: ShardSpec, data_sizes: Mapping[str, int] | None = None) -> dict[str, Any] | None:
     """The shard's marker if it proves a complete commit for this job, else None.
 
     A marker counts only when it parses, names this shard, covers all its rows and the data file it
     names exists with the recorded size: a marker is written after the data, but a reader must not
-    trust an older layout or a data file replaced behind the job's back.
+    trust an older layout or a data file replaced behind the job's back. `data_sizes` (relative path →
+    size, from one listing of `data/`) saves one request per shard.
     """
     try:
         marker = root.read_json(shard.marker_file)
@@ -175,7 +179,9 @@ def read_marker(root: OutputRoot, shard: ShardSpec) -> dict[str, Any] | None:
         return None
     if not isinstance(marker, dict) or marker.get("shard") != shard.name or marker.get("rows") != shard.rows:
         return None
-    if root.size(str(marker.get("data_file", ""))) != marker.get("data_size"):
+    data_file = str(marker.get("data_file", ""))
+    size = data_sizes.get(data_file) if data_sizes is not None else root.size(data_file)
+    if size != marker.get("data_size"):
         log.warning("%s: marker present but its data file is missing or resized; redoing the shard", shard.name)
         return None
     return marker
@@ -189,12 +195,17 @@ def commit_shard(root: OutputRoot, shard: ShardSpec, stats: ShardStats) -> None:
 
 
 def remove_stale_temporaries(root: OutputRoot) -> int:
-    """Delete the hidden temporary files a killed run left in the data and marker folders.
+    """Delete the hidden temporary files a killed run left in the data and marker folders, and its
+    part files.
 
     They never count as output (readers skip dot files, markers decide completion); removing them only
     keeps the folders clean. Only call this while no other run writes to the same output.
     """
     removed = 0
+    if root.exists(PARTS_DIR):
+        # Part files of shards that never committed: their shards are redone whole, parts included.
+        root.delete_dir(PARTS_DIR)
+        removed += 1
     for folder in TEMPORARY_FOLDERS:
         for relative in root.list_files(folder):
             name = relative.rsplit("/", 1)[-1]
@@ -262,9 +273,13 @@ class JobManifest:
 
     def refresh_states(self, root: OutputRoot) -> dict[str, dict[str, Any]]:
         """Recompute every state from the markers; returns the valid markers by shard name."""
+        # One listing of the markers and one of the data files, then reads of the markers that exist
+        # only: a fresh job costs two requests, not one per shard.
+        present = set(root.list_files(MARKERS_DIR))
+        data_sizes = root.file_sizes(DATA_DIR) if present else {}
         markers = {}
         for shard in self.shards:
-            marker = read_marker(root, shard)
+            marker = read_marker(root, shard, data_sizes) if shard.marker_file in present else None
             if marker is not None and marker.get("config_hash") != self.config_hash:
                 marker = None
             self.states[shard.name] = "committed" if marker else "pending"
@@ -299,23 +314,30 @@ def check_resumable(manifest: JobManifest, config_hash: str, uri: str) -> None:
         )
 
 
-def committed_tables(uri: str) -> pa.Table:
-    """All committed rows of an output folder, shard by shard in order (uncommitted files ignored)."""
+def committed_tables(uri: str, columns: Sequence[str] | None = None, ids: Iterable[str] | None = None) -> pa.Table:
+    """All committed rows of an output folder, shard by shard in order (uncommitted files ignored).
+
+    `columns` reads only those columns (a verification or a summary never needs the image bytes);
+    `ids` keeps only those rows (e.g. the few a report shows thumbnails of).
+    """
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
+
+    from pipeline.output.writer import output_schema
 
     root = OutputRoot(uri)
     manifest = load_manifest(root)
     if manifest is None:
         raise FileNotFoundError(f"{uri}: no job manifest ({MANIFEST_FILE})")
     markers = manifest.refresh_states(root)
+    wanted = None if ids is None else pa.array(sorted(set(ids)), pa.string())
     tables = []
     for shard in manifest.shards:
         if shard.name in markers:
             with root.filesystem.open_input_file(root.path(shard.data_file)) as handle:
-                tables.append(pq.read_table(handle))
+                table = pq.read_table(handle, columns=None if columns is None else list(columns))
+            tables.append(table if wanted is None else table.filter(pc.is_in(table.column("id"), wanted)))
     if not tables:
-        from pipeline.output.writer import output_schema
-
-        return output_schema().empty_table()
+        schema = output_schema()
+        return schema.empty_table() if columns is None else pa.schema([schema.field(c) for c in columns]).empty_table()
     return pa.concat_tables(tables)
-

@@ -13,9 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import OutputConfig
-from pipeline.output.layout import data_file, image_file
+from pipeline.output.layout import data_file, image_file, part_file, parts_dir
 from pipeline.output.root import OutputRoot, WrittenFile
 
+# Columns a shard's statistics never need: the bulky ones.
+STATS_DROP = ("image", "mask", "mask_details", "source")
 # Per-stage wall time spent on a row (batched stages: the batch's time shared evenly).
 TIMING_COLUMNS = ("time_decode_s", "time_mask_s", "time_inpaint_s", "time_metrics_s", "time_encode_s")
 # Quality figures, null where they do not apply (no hole, failed row, no reference image).
@@ -166,19 +168,33 @@ class ShardWriter:
         for image in table.column("image").to_pylist():
             if image is None:
                 continue
-            self.root.write_bytes(image_file(image['path']), image["bytes"])
+            self.root.write_bytes(image_file(image["path"]), image["bytes"])
             self.image_files += 1
 
-    def _flush(self) -> None:
+    def write_table(self, table: pa.Table) -> None:
+        """Add final rows already in OUTPUT_SCHEMA form (their image files, if any, are written)."""
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= self.config.row_group_size:
+            self._flush()
+
+    def _flush(self, final: bool = False) -> None:
+        """Write the buffered rows in whole row groups (all of them when `final`): the file's layout then
+        depends on its rows only, not on how they arrived."""
         if not self._pending:
             return
         table = pa.concat_tables(self._pending)
-        self._writer.write_table(table, row_group_size=self.config.row_group_size)
-        self._pending, self._pending_rows = [], 0
+        size = self.config.row_group_size
+        whole = table.num_rows if final else table.num_rows - table.num_rows % size
+        if whole:
+            self._writer.write_table(table.slice(0, whole), row_group_size=size)
+        rest = table.slice(whole)
+        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
     def close(self) -> ShardFiles:
         """Finish the Parquet file and move it into place."""
-        self._flush()
+        self._flush(final=True)
         self._writer.close()
         self._context.__exit__(None, None, None)
         self._closed = True
@@ -195,3 +211,24 @@ class ShardWriter:
         error = RuntimeError("shard aborted")
         with contextlib.suppress(RuntimeError):
             self._context.__exit__(type(error), error, None)
+
+
+def assemble_shard(output: OutputConfig, shard: str, groups: int) -> ShardFiles:
+    """Join the shard's part files (groups 0 … `groups`-1, in row order) into `data/<shard>.parquet`,
+    atomically, then delete them. Runs on a worker: the rows go from the output filesystem back to it,
+    never through the driver. Memory holds one part and one row group at a time."""
+    root = OutputRoot(output.uri)
+    writer = ShardWriter(root, shard, output)
+    images = 0
+    try:
+        for group in range(groups):
+            table = root.read_parquet(part_file(shard, group)).replace_schema_metadata(None)
+            images += table.num_rows - table.column("image").null_count if output.write_images else 0
+            writer.write_table(table.cast(output_schema()))
+        files = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    root.delete_dir(parts_dir(shard))
+    return ShardFiles(files.parquet, files.rows, images)
+

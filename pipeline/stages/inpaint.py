@@ -1,18 +1,17 @@
 """Inpaint stage: fills each row's hole with an engine (MAT or OpenCV), one model per actor."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 import traceback
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from pipeline.stages.common import (
-    FAULT_INJECTION_ENV,
     NO_IMAGE,
     OK,
     Batch,
@@ -60,12 +59,6 @@ class Engine:
 
 
 
-def _fault_injection() -> dict[str, Any]:
-    """Test hook (set by the driver from $MATPIPE_FAULT_INJECTION, a JSON object): see InpaintStage."""
-    raw = os.environ.get(FAULT_INJECTION_ENV)
-    return json.loads(raw) if raw else {}
-
-
 def _exit_once(marker: str) -> None:
     """Kill this process the first time any process gets here (the marker file makes it once)."""
     try:
@@ -78,6 +71,13 @@ def _exit_once(marker: str) -> None:
     os._exit(17)
 
 
+def _record_load(folder: str) -> None:
+    """One file per engine built in this process (fault-injection hook `count_loads_dir`)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"load-{os.getpid()}-{uuid.uuid4().hex[:8]}"), "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+
+
 class InpaintStage:
     """Fills each pending row's hole with the engine (model loaded once per actor).
 
@@ -86,9 +86,11 @@ class InpaintStage:
     which keeps outputs independent of how rows are batched; `batch_across_images` sends the whole batch
     in one call instead (GPU throughput) and falls back to one by one when that call fails, so only
     the culprit row fails. `threads` bounds torch/OpenCV threads on CPU actors.
-    `fault_injection` is a test hook: {"exit_once_marker": path} kills the actor process the first
-    time a batch arrives (once per marker file), {"delay_s": x} slows every batch down, and with
-    {"delay_from_shard": k} only batches holding a row of shard index k or later.
+    `fault_injection` is a test and bench hook: {"exit_once_marker": path} kills the actor process the
+    first time a batch arrives (once per marker file), {"delay_s": x} slows every batch down by x seconds
+    and {"delay_per_row_s": x} by x per row of the batch (a simulated model of fixed latency), with
+    {"delay_from_shard": k} only batches holding a row of shard index k or later;
+    {"count_loads_dir": path} leaves one file there per engine built (to count model loads).
     """
 
     def __init__(self, engine: str, checkpoint: str | None = None, *, checkpoint_sha256: str = "",
@@ -117,6 +119,8 @@ class InpaintStage:
         self.base_seed = base_seed
         self.fault_injection = dict(fault_injection or {})
         self.engine = Engine(engine, checkpoint, device=device, dtype=dtype, options=options)
+        if self.fault_injection.get("count_loads_dir"):
+            _record_load(str(self.fault_injection["count_loads_dir"]))
         # An alpha-blended watermark whose matte came with the template is inverted first; the engine
         # only fills what inversion cannot recover (pipeline.watermark).
         from pipeline.watermark.restore import InversionStep
@@ -162,8 +166,11 @@ class InpaintStage:
     def __call__(self, batch: Batch) -> Batch:
         if self.fault_injection.get("exit_once_marker"):
             _exit_once(str(self.fault_injection["exit_once_marker"]))
-        if self.fault_injection.get("delay_s") and self._delays(batch):
-            time.sleep(float(self.fault_injection["delay_s"]))
+        if self._delays(batch):
+            delay = float(self.fault_injection.get("delay_s") or 0.0)
+            delay += float(self.fault_injection.get("delay_per_row_s") or 0.0) * row_count(batch)
+            if delay:
+                time.sleep(delay)
         batch = ensure_row_columns(batch)
         rows = row_count(batch)
         restored = object_column(batch, "restored", NO_IMAGE)

@@ -97,7 +97,7 @@ def test_shard_failing_once_is_retried_and_the_job_completes(prefect_api, ray_se
     monkeypatch.setenv(FAULT_INJECTION_ENV, json.dumps(
         {"flow_fail_shard_once": {"shard": "shard-00001", "marker": str(marker)}}))
     # Same task, no back-off wait in the test.
-    monkeypatch.setattr(restore, "restore_shards", restore.restore_shards.with_options(retry_delay_seconds=0))
+    monkeypatch.setattr(restore, "restore_shard", restore.restore_shard.with_options(retry_delay_seconds=0))
 
     state = restore.restore_dataset(config=_job(tmp_path, "retry"), html_report=False, return_state=True)
     assert state.is_completed(), state.message
@@ -107,8 +107,10 @@ def test_shard_failing_once_is_retried_and_the_job_completes(prefect_api, ray_se
     assert sorted(r.run_count for r in runs.values()) == [1, 2]
 
 
-def test_shards_grouped_into_tasks_run_through_one_pipeline_each(prefect_api, ray_session, tmp_path, monkeypatch):
+def test_every_shard_runs_concurrently_through_one_pipeline_that_loads_the_model_once(
+        prefect_api, ray_session, tmp_path, monkeypatch):
     import flows.restore as restore
+    from pipeline.stages import FAULT_INJECTION_ENV
 
     calls = []
     real_run_job = restore.run_job
@@ -118,24 +120,17 @@ def test_shards_grouped_into_tasks_run_through_one_pipeline_each(prefect_api, ra
         return real_run_job(config, shards=shards, **kwargs)
 
     monkeypatch.setattr(restore, "run_job", counting_run_job)
-    state = restore.restore_dataset(config=_job(tmp_path, "grouped", shard_size=1), shards_per_task=2,
-                                    html_report=False, return_state=True)
+    loads = tmp_path / "loads"
+    monkeypatch.setenv(FAULT_INJECTION_ENV, json.dumps({"count_loads_dir": str(loads)}))
+    state = restore.restore_dataset(config=_job(tmp_path, "shared", shard_size=1), html_report=False,
+                                    return_state=True)
     assert state.is_completed(), state.message
     assert state.result()["counts"] == {"ok": 3}
-    assert calls == [["shard-00000", "shard-00001"], ["shard-00002"]]
-    runs = [r for r in _task_runs(state.state_details.flow_run_id) if r.name.startswith("restore-shards")]
-    assert sorted(r.name for r in runs) == ["restore-shards shard-00000", "restore-shards shard-00002"]
-
-
-def test_shard_groups_cover_every_shard_once_in_order():
-    from flows.restore import shard_groups
-
-    names = [f"s{i}" for i in range(5)]
-    assert shard_groups(names, 1) == [[n] for n in names]
-    assert shard_groups(names, 2) == [["s0", "s1"], ["s2", "s3"], ["s4"]]
-    assert shard_groups(names, 9) == [names]
-    with pytest.raises(ValueError, match="at least 1"):
-        shard_groups(names, 0)
+    assert calls == [["shard-00000", "shard-00001", "shard-00002"]]  # one pipeline, not one per task
+    assert len(list(loads.iterdir())) == 1  # one inpainting actor, one model load, for the whole flow run
+    runs = [r for r in _task_runs(state.state_details.flow_run_id) if r.name.startswith("restore-shard")]
+    assert sorted(r.name for r in runs) == [f"restore-shard shard-{i:05d}" for i in range(3)]
+    assert all(r.state.name == "Completed" for r in runs)
 
 
 def test_scheduled_deployment_is_created_and_its_schedule_read_back(prefect_api):
