@@ -142,6 +142,11 @@ class EngineConfig:
             `execution.batch_size.inpaint`; much faster on GPUs). Batched kernels round with the batch's
             make-up, and the job makes that a function of the shard, so a resumed or retried shard is
             still byte-identical. Off: one image per call.
+        invert: "auto" recovers the pixels under an alpha-blended watermark found by `consistent`
+            masks by inverting its blend (matte and colour estimated from the dataset at fit time) and
+            inpaints only what cannot be recovered; "off" inpaints the whole hole.
+        invert_options: settings of the inversion (pipeline.watermark.invert.InversionConfig, e.g.
+            `alpha_max`, `smoothness`).
     """
 
     name: Literal["auto", "mat", "opencv"] = "auto"
@@ -153,10 +158,18 @@ class EngineConfig:
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     batch_across_images: bool = True
+    invert: Literal["auto", "off"] = "auto"
+    invert_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, path: str) -> None:
         from matcore.build import EngineOptionError, engine_options
 
+        from pipeline.watermark.restore import inversion_config
+
+        try:
+            inversion_config(self.invert_options)
+        except (TypeError, ValueError) as exc:
+            _fail(f"{path}.invert_options", str(exc))
         if self.name != "opencv" and not self.checkpoint.strip():
             _fail(f"{path}.checkpoint", "a checkpoint registry name, path or URI is required for MAT")
         if self.checkpoint_sha256 is not None and not (

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from pipeline.failures import DEFAULT_LIMIT, failed_rows
-from pipeline.output.layout import HTML_REPORT_FILE, LISTING_FILE, REPORT_FILE
+from pipeline.output.layout import HTML_REPORT_FILE, LISTING_FILE, REPORT_FILE, TEMPLATE_FILE
 from pipeline.output.shards import committed_tables
 from pipeline.sources import fetch_rows
 from pipeline.output.root import OutputRoot
@@ -234,6 +234,10 @@ def build_html_report(output_uri: str, options: ReportOptions = ReportOptions())
     parts.append("</section>")
 
     parts.append(_failed_rows_section(table, options.failed_rows))
+    from pipeline.watermark.report import watermark_section
+
+    parts.append(watermark_section(root.read_bytes(TEMPLATE_FILE) if root.exists(TEMPLATE_FILE) else None))
+
     if reasons:
         reason_rows = "".join(f"<tr><td>{html.escape(r)}</td><td>{n}</td></tr>" for r, n in reasons.most_common())
         parts.append(f"<section><h2>Failures by reason</h2><table><tr><th>reason</th><th>rows</th></tr>"

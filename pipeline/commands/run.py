@@ -77,6 +77,8 @@ def build_config(args: argparse.Namespace) -> Any:
         section("engine")["checkpoint"] = args.checkpoint
     if args.seed is not None:
         section("engine")["seed"] = args.seed
+    if args.invert:
+        section("engine")["invert"] = args.invert
     if args.shard_size is not None:
         section("execution")["shard_size"] = args.shard_size
     if args.ray_address:
@@ -130,6 +132,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="auto (default): MAT when the checkpoint resolves, else OpenCV with a warning")
     parser.add_argument("--checkpoint", help="MAT checkpoint file or registry name (default places512)")
     parser.add_argument("--seed", type=int, help="base seed of the per-row seeds (default 0)")
+    parser.add_argument("--invert", choices=("auto", "off"),
+                        help="auto (default): recover pixels under a semi-transparent `consistent` watermark by "
+                             "inverting its blend, inpaint only the rest; off: inpaint the whole hole")
     parser.add_argument("--shard-size", type=int, help="rows per shard, the unit of commit and resume (default 1000)")
     parser.add_argument("--ray-address", metavar="ADDR", help="join a Ray cluster: auto | ray://host:10001")
     parser.add_argument("--num-gpus-per-worker", type=float,

@@ -154,7 +154,8 @@ def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
         GroupStage, batch_size=1, compute=pool(resources.inpaint_pool),
         fn_constructor_kwargs={"stage": InpaintStage, "kwargs": {
             "config": plan.engine.stage_config(config.engine), "checkpoint": plan.engine.checkpoint,
-            "threads": resources.inpaint_threads, "fault_injection": fault_injection}},
+            "threads": resources.inpaint_threads, "fault_injection": fault_injection,
+            "template_npz": template}},
         num_cpus=resources.inpaint_cpus * resources.cpu_scale, num_gpus=resources.gpus_per_actor or None,
         **actor_args,
     )

@@ -48,5 +48,13 @@ def fit_consistent_masks(plan: Plan, options: Mapping[str, Any]) -> bytes:
     log.info("consistent-watermark fit: %s", getattr(report, "as_dict", lambda: report)())
     buffer = io.BytesIO()
     generator.template.save(buffer)
-    plan.root.write_bytes(TEMPLATE_FILE, buffer.getvalue())
-    return buffer.getvalue()
+    template_npz = buffer.getvalue()
+    if plan.config.engine.invert == "auto" and plan.config.masks.method == "consistent":
+        from pipeline.watermark.fit import fit_matte_into_template
+
+        template_npz, warning = fit_matte_into_template(generator, images, template_npz)
+        if warning:
+            log.warning("%s", warning)
+            plan.warnings.append(warning)
+    plan.root.write_bytes(TEMPLATE_FILE, template_npz)
+    return template_npz

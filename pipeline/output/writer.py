@@ -49,6 +49,9 @@ OUTPUT_SCHEMA = pa.schema(
     ]
     + [(name, pa.float32()) for name in TIMING_COLUMNS]
     + [(name, pa.float32()) for name in METRIC_COLUMNS]
+    # Watermark inversion (pipeline.watermark): hole pixels recovered by inverting the blend vs filled
+    # by the engine, and the watermark outline still visible after inversion (null: not inverted).
+    + [("hole_inverted_px", pa.int64()), ("hole_inpainted_px", pa.int64()), ("invert_residual", pa.float32())]
 )
 
 _ARROW_TO_HF_DTYPE = {

@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,7 +82,8 @@ class InpaintStage:
     """
 
     def __init__(self, config: EngineConfig | None = None, checkpoint: CheckpointRef | None = None, *,
-                 threads: int | None = None, fault_injection: Mapping[str, Any] | None = None) -> None:
+                 threads: int | None = None, fault_injection: Mapping[str, Any] | None = None,
+                 template_npz: bytes | Sequence[Any] | None = None) -> None:
         from matcore.build import EngineChoice, build_engine, choose_engine
 
         config = config if config is not None else EngineConfig()
@@ -106,6 +107,13 @@ class InpaintStage:
             limit_threads(threads)
         if self.fault_injection.get("count_loads_dir"):
             _record_load(str(self.fault_injection["count_loads_dir"]))
+        # An alpha-blended watermark whose matte came with the template is inverted first; the engine
+        # only fills what inversion cannot recover (pipeline.watermark).
+        from pipeline.stages.mask import template_bytes
+        from pipeline.watermark.restore import InversionStep
+
+        self.inversion = (InversionStep.from_template(template_bytes(template_npz), config.invert_options)
+                          if config.invert == "auto" else None)
 
     def _inpaint(self, images: list[np.ndarray], holes: list[np.ndarray], seeds: list[int]) -> list[Any]:
         if self.batch_across_images and len(images) > 1:
@@ -120,6 +128,24 @@ class InpaintStage:
             except Exception as exc:  # noqa: BLE001
                 results.append(exc)
         return results
+
+    def _invert(self, batch: Batch, images: dict[int, np.ndarray], holes: dict[int, np.ndarray]) -> dict[int, Any]:
+        """Invert the rows whose watermark allows it, replacing their entries in `images` / `holes` by the
+        inverted image and the hole still to inpaint. Returns those rows' InversionOutcome by index."""
+        if self.inversion is None or "mask_method" not in batch:
+            return {}
+        done = {}
+        for index in images:
+            try:
+                outcome = self.inversion(images[index], holes[index], text(batch["mask_method"][index]),
+                                         text(batch["mask_details"][index]) if "mask_details" in batch else "")
+            except Exception as exc:  # noqa: BLE001 - the engine then fills the whole hole, as without inversion
+                log.warning("%s: %s; inpainting the whole hole", text(batch["id"][index]), stage_error("invert", exc))
+                continue
+            if outcome is not None and outcome.inverted_px:
+                images[index], holes[index] = outcome.image, outcome.inpaint_hole
+                done[index] = outcome
+        return done
 
     def _delays(self, batch: Batch) -> bool:
         first = self.fault_injection.get("delay_from_shard")
@@ -141,19 +167,32 @@ class InpaintStage:
         seeds = (np.asarray(batch["seed"], np.int64).copy() if "seed" in batch else
                  np.array([row_seed(self.base_seed, text(i)) for i in batch["id"]], np.int64))
         times = float_column(batch, "time_inpaint_s")
+        counts = {name: float_column(batch, name) for name in ("hole_inverted_px", "hole_inpainted_px", "invert_residual")}
         pending = [i for i in pending_rows(batch) if "hole" in batch and np.asarray(batch["hole"][i]).any()]
         with stage_timer(times, pending):
-            outputs = self._inpaint([batch["image"][i] for i in pending],
-                                    [np.asarray(batch["hole"][i], bool) for i in pending],
-                                    [int(seeds[i]) for i in pending]) if pending else []
-        for index, output in zip(pending, outputs):
+            images = {i: batch["image"][i] for i in pending}
+            holes = {i: np.asarray(batch["hole"][i], bool) for i in pending}
+            inverted = self._invert(batch, images, holes)
+            # What inversion recovered becomes the engine's input; it fills only what is left.
+            to_engine = [i for i in pending if holes[i].any()]
+            outputs = dict(zip(to_engine, self._inpaint([images[i] for i in to_engine], [holes[i] for i in to_engine],
+                                                        [int(seeds[i]) for i in to_engine]))) if to_engine else {}
+        for index in pending:
+            output = outputs.get(index, images[index])
             if isinstance(output, BaseException):
                 fail_row(batch, index, stage_error("inpaint", output))
                 continue
             restored[index] = np.ascontiguousarray(output, dtype=np.uint8)
             engines[index], precisions[index], shas[index] = self.info.engine, self.info.dtype, self.checkpoint_sha256
+            outcome = inverted.get(index)
+            counts["hole_inverted_px"][index] = outcome.inverted_px if outcome else 0
+            counts["hole_inpainted_px"][index] = outcome.inpainted_px if outcome else int(holes[index].sum())
+            if outcome:
+                counts["invert_residual"][index] = outcome.residual
+                engines[index] = f"invert+{self.info.engine}" if outcome.inpainted_px else "invert"
+                shas[index] = self.checkpoint_sha256 if outcome.inpainted_px else ""
             batch["status"][index] = OK
         batch.update(restored=restored, engine=engines, precision=precisions, checkpoint_sha256=shas, seed=seeds,
-                     time_inpaint_s=times)
+                     time_inpaint_s=times, **counts)
         assert row_count(batch) == rows
         return batch

@@ -1,0 +1,92 @@
+"""Watermark inversion as a step of the restoration: from a row's consistent-watermark mask to the
+recovered image and the (usually much smaller) hole left for the inpainting engine.
+
+    step = InversionStep.from_template(template_npz, {"alpha_max": 0.95})
+    outcome = step(image, hole, mask_method, mask_details_json)
+    # outcome.image: inverted pixels in place; outcome.inpaint_hole: what the engine must still fill
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from .align import align_watermark
+from .invert import InversionConfig, invert_watermark
+from .matte import Placement, WatermarkMatte, load_matte
+
+log = logging.getLogger(__name__)
+
+INVERT_MODES = ("auto", "off")
+# Mask methods whose masks come with the watermark's placement and a matte estimated with them.
+INVERTIBLE_METHODS = ("consistent",)
+
+
+def inversion_config(options: Mapping[str, Any] | None) -> InversionConfig:
+    """InversionConfig from a plain mapping; unknown keys are an error naming the valid ones."""
+    options = dict(options or {})
+    valid = {item.name for item in fields(InversionConfig)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"unknown inversion option(s) {', '.join(unknown)} (valid: {', '.join(sorted(valid))})")
+    return InversionConfig(**options)
+
+
+def placement_from_provenance(provenance: Mapping[str, Any]) -> Placement | None:
+    """The template's placement recorded by the consistent generator (first box, details.scale)."""
+    boxes = provenance.get("boxes") or []
+    details = provenance.get("details") or {}
+    if not boxes or details.get("matched") is False:
+        return None
+    x0, y0 = float(boxes[0][0]), float(boxes[0][1])
+    return Placement(y=y0, x=x0, scale=float(details.get("scale", 1.0)))
+
+
+@dataclass
+class InversionOutcome:
+    """image: uint8 H×W×3 with the inverted pixels; inpaint_hole: bool H×W, what the engine must still
+    fill (the whole hole when nothing could be inverted); inverted_px / inpainted_px: hole pixels of
+    each kind; residual: the outline correlation after inversion (NaN when not inverted); note: why
+    pixels went to inpainting."""
+
+    image: np.ndarray
+    inpaint_hole: np.ndarray
+    inverted_px: int
+    inpainted_px: int
+    residual: float
+    opacity: float
+    note: str
+
+
+class InversionStep:
+    """Inverts rows whose mask came from the consistent generator, given the matte saved with its template."""
+
+    def __init__(self, matte: WatermarkMatte, config: InversionConfig | None = None) -> None:
+        self.matte = matte
+        self.config = config or InversionConfig()
+
+    @classmethod
+    def from_template(cls, template_npz: bytes | None, options: Mapping[str, Any] | None = None) -> InversionStep | None:
+        """The step for a template `.npz` that holds a matte; None when there is none (nothing to invert)."""
+        if not template_npz:
+            return None
+        matte = load_matte(template_npz)
+        return None if matte is None else cls(matte, inversion_config(options))
+
+    def __call__(self, image: np.ndarray, hole: np.ndarray, mask_method: str, mask_details: str) -> InversionOutcome | None:
+        """The inversion of one row, or None when the row's mask is not an invertible watermark."""
+        if mask_method not in INVERTIBLE_METHODS or not hole.any():
+            return None
+        placement = placement_from_provenance(json.loads(mask_details) if mask_details else {})
+        if placement is None:
+            return None
+        aligned = align_watermark(image, self.matte, placement)
+        result = invert_watermark(image, hole, self.matte, aligned, self.config)
+        inpaint_hole = result.inpaint & hole
+        return InversionOutcome(image=result.restored, inpaint_hole=inpaint_hole,
+                                inverted_px=int((result.inverted & hole).sum()), inpainted_px=int(inpaint_hole.sum()),
+                                residual=result.residual, opacity=aligned.placement.opacity, note=result.reason)

@@ -1,0 +1,141 @@
+"""Per-image inversion with a known matte: exact recovery, noise control, what goes to inpainting."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from pipeline.watermark import (
+    AlignedWatermark,
+    InversionConfig,
+    Placement,
+    WatermarkMatte,
+    add_matte_to_template,
+    align_watermark,
+    invert_watermark,
+    load_matte,
+)
+
+from .conftest import LOGO_AT, blend, footprint_psnr, scenes, template_npz_bytes
+
+MARGIN = 6
+
+
+def exact_matte(coverage: np.ndarray, opacity: float, color) -> WatermarkMatte:
+    """The true matte in a frame MARGIN px larger than the logo on each side (template = the logo box)."""
+    shape = (coverage.shape[0] + 2 * MARGIN, coverage.shape[1] + 2 * MARGIN)
+    alpha = np.zeros(shape, np.float32)
+    alpha[MARGIN:-MARGIN, MARGIN:-MARGIN] = coverage * opacity
+    color_array = np.broadcast_to(np.asarray(color, np.float32), (*shape, 3)).copy()
+    return WatermarkMatte(alpha, color_array, (-float(MARGIN), -float(MARGIN)), np.ones(1, np.float32))
+
+
+@pytest.fixture(scope="module")
+def few_scenes():
+    return scenes(6, seed=11)
+
+
+def _hole(alpha: np.ndarray) -> np.ndarray:
+    return alpha > 0.0
+
+
+def test_inversion_with_the_exact_matte_recovers_the_photo(few_scenes):
+    data = blend(few_scenes, opacity=0.6, color=(240, 60, 20), jitter=0)
+    matte = exact_matte(data.coverage, 0.6, (240, 60, 20))
+    for index, image in enumerate(data.marked):
+        placement = Placement(*data.offsets[index])
+        result = invert_watermark(image, _hole(data.alpha[index]), matte, AlignedWatermark(placement, 0.0, 1.0))
+        before = footprint_psnr(image, data.clean[index], data.alpha[index])
+        after = footprint_psnr(result.restored, data.clean[index], data.alpha[index])
+        # 8-bit rounding amplified by 1/(1 − 0.6) is all that is left.
+        assert after > 40 and after > before + 15
+        assert result.inverted.sum() == (data.alpha[index] > 1 / 255).sum()
+        assert not result.inpaint.any()
+        outside = ~_hole(data.alpha[index])
+        assert np.array_equal(result.restored[outside], image[outside])
+
+
+def test_alignment_finds_sub_pixel_shift_and_opacity(few_scenes):
+    data = blend(few_scenes, opacity=0.45, jitter=0)
+    matte = exact_matte(data.coverage, 0.5, (255, 255, 255))
+    for index, image in enumerate(data.marked):
+        y, x = data.offsets[index]
+        aligned = align_watermark(image, matte, Placement(y + 1, x - 1))
+        assert abs(aligned.placement.y - y) <= 0.25 and abs(aligned.placement.x - x) <= 0.25
+        assert aligned.placement.opacity == pytest.approx(0.9, abs=0.05)
+        assert aligned.gain > 0.1
+
+
+def test_an_image_without_the_watermark_is_left_alone(few_scenes):
+    matte = exact_matte(blend(few_scenes[:1], opacity=0.5).coverage, 0.5, (255, 255, 255))
+    for image in few_scenes:
+        aligned = align_watermark(image, matte, Placement(*LOGO_AT))
+        hole = np.zeros(image.shape[:2], bool)
+        hole[LOGO_AT[0]:LOGO_AT[0] + 30, LOGO_AT[1]:LOGO_AT[1] + 64] = True
+        result = invert_watermark(image, hole, matte, aligned)
+        assert aligned.gain < InversionConfig().min_gain or aligned.placement.opacity < 0.1
+        assert not result.inverted.any() or np.abs(result.restored.astype(int) - image).max() <= 3
+
+
+def test_saturated_pixels_go_to_inpainting(few_scenes):
+    # An opaque ring next to a half-transparent bar: the ring cannot be recovered, the bar can.
+    coverage = blend(few_scenes[:1], opacity=1.0).coverage
+    opacity = np.where(np.arange(coverage.shape[1]) < 32, 1.0, 0.5)[None, :]
+    matte = exact_matte(coverage * opacity, 1.0, (255, 255, 255))
+    clean = few_scenes[0]
+    alpha = np.zeros(clean.shape[:2], np.float32)
+    alpha[LOGO_AT[0]:LOGO_AT[0] + 30, LOGO_AT[1]:LOGO_AT[1] + 64] = coverage * opacity
+    image = np.clip(np.rint(clean * (1 - alpha[..., None]) + 255 * alpha[..., None]), 0, 255).astype(np.uint8)
+    result = invert_watermark(image, _hole(alpha), matte, AlignedWatermark(Placement(*LOGO_AT), 0.0, 1.0))
+    assert result.inpaint[alpha >= 0.95].all()
+    assert not result.inverted[alpha >= 0.95].any()
+    bar = np.zeros_like(alpha, dtype=bool)
+    bar[LOGO_AT[0]:LOGO_AT[0] + 30, LOGO_AT[1] + 36:LOGO_AT[1] + 64] = True
+    assert result.inverted[bar & (alpha > 0.3)].all()
+    assert "saturated" in result.reason
+    recovered = bar & result.inverted
+    assert np.abs(result.restored[recovered].astype(int) - clean[recovered]).mean() < 2.0
+
+
+def test_regulariser_keeps_jpeg_noise_down(few_scenes):
+    from PIL import Image
+
+    data = blend(few_scenes, opacity=0.8, jitter=0)
+    matte = exact_matte(data.coverage, 0.8, (255, 255, 255))
+    plain, regularised = [], []
+    for index, image in enumerate(data.marked):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=75)
+        jpeg = np.asarray(Image.open(buffer).convert("RGB"))
+        aligned = AlignedWatermark(Placement(*data.offsets[index]), 0.0, 1.0)
+        hole = _hole(data.alpha[index])
+        for config, out in ((InversionConfig(smoothness=0.0), plain), (InversionConfig(), regularised)):
+            out.append(footprint_psnr(invert_watermark(jpeg, hole, matte, aligned, config).restored,
+                                      data.clean[index], data.alpha[index]))
+    assert np.mean(regularised) > np.mean(plain) + 1.0
+
+
+def test_misaligned_inversion_is_not_trusted(few_scenes):
+    data = blend(few_scenes, opacity=0.7, jitter=0)
+    matte = exact_matte(data.coverage, 0.7, (255, 255, 255))
+    index = 0
+    y, x = data.offsets[index]
+    hole = _hole(data.alpha[index])
+    wrong = invert_watermark(data.marked[index], hole, matte, AlignedWatermark(Placement(y + 1, x + 1), 0.0, 1.0))
+    assert wrong.inpaint.sum() == hole.sum() and not wrong.inverted.any()
+    assert "outline" in wrong.reason
+
+
+def test_matte_travels_inside_the_template_npz_without_pickle():
+    from pipeline.masks.consistent import WatermarkTemplate
+
+    template_npz = template_npz_bytes(np.ones((4, 5), bool))
+    matte = exact_matte(np.ones((4, 5), np.float32), 0.4, (10, 20, 30))
+    combined = add_matte_to_template(template_npz, matte)
+    assert WatermarkTemplate.load(io.BytesIO(combined)).anchor == "bottom-right"
+    loaded = load_matte(combined)
+    assert loaded is not None and np.array_equal(loaded.alpha, matte.alpha) and loaded.origin == matte.origin
+    assert load_matte(template_npz) is None
+    with np.load(io.BytesIO(combined), allow_pickle=False) as stored:
+        assert all(stored[name].dtype != object for name in stored.files)

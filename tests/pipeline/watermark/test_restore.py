@@ -1,0 +1,86 @@
+"""The inpaint stage inverts `consistent` watermarks when the template carries a matte, and records it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.config import ConfigError, EngineConfig, JobConfig
+from pipeline.stages import InpaintStage, objects
+from pipeline.watermark import add_matte_to_template
+
+from .conftest import blend, footprint_psnr, scenes, template_npz_bytes
+from .test_invert import exact_matte
+
+
+def _template_npz(coverage: np.ndarray, opacity: float) -> bytes:
+    return add_matte_to_template(template_npz_bytes(coverage > 0.2), exact_matte(coverage, opacity, (255, 255, 255)))
+
+
+def _batch(data, method: str) -> dict[str, np.ndarray]:
+    holes, details = [], []
+    for (y, x), alpha in zip(data.offsets, data.alpha):
+        holes.append(alpha > 0)
+        box = [x, y, x + data.coverage.shape[1], y + data.coverage.shape[0]]
+        details.append(json.dumps({"method": method, "boxes": [box], "scores": [0.9],
+                                   "details": {"matched": True, "scale": 1.0}}))
+    rows = len(holes)
+    return {"id": objects([f"row{i}" for i in range(rows)]), "status": objects([""] * rows),
+            "error": objects([""] * rows), "image": objects(data.marked), "hole": objects(holes),
+            "mask_method": objects([method] * rows), "mask_details": objects(details)}
+
+
+@pytest.fixture(scope="module")
+def watermarked():
+    return blend(scenes(3, seed=21), opacity=0.5, jitter=0)
+
+
+def test_consistent_rows_are_inverted_not_inpainted(watermarked):
+    stage = InpaintStage(EngineConfig(name="opencv"), template_npz=_template_npz(watermarked.coverage, 0.5))
+    out = stage(_batch(watermarked, "consistent"))
+    for index in range(3):
+        assert out["status"][index] == "ok" and out["engine"][index] == "invert"
+        footprint = int((watermarked.alpha[index] > 1 / 255).sum())
+        # The stage re-fits the placement (sub-pixel), so the inverted footprint may differ by a rim pixel.
+        assert abs(out["hole_inverted_px"][index] - footprint) <= 0.02 * footprint
+        assert out["hole_inverted_px"][index] <= (watermarked.alpha[index] > 0).sum()
+        assert out["hole_inpainted_px"][index] == 0
+        assert out["invert_residual"][index] < 0.3
+        assert footprint_psnr(out["restored"][index], watermarked.clean[index], watermarked.alpha[index]) > 38
+        # The hole column still says what was touched.
+        assert np.array_equal(np.asarray(out["hole"][index]), watermarked.alpha[index] > 0)
+
+
+def test_invert_off_and_other_mask_methods_inpaint_as_before(watermarked):
+    npz = _template_npz(watermarked.coverage, 0.5)
+    for stage, method in ((InpaintStage(EngineConfig(name="opencv", invert="off"), template_npz=npz), "consistent"),
+                          (InpaintStage(EngineConfig(name="opencv"), template_npz=npz), "text"),
+                          (InpaintStage(EngineConfig(name="opencv")), "consistent")):
+        out = stage(_batch(watermarked, method))
+        assert list(out["engine"]) == ["opencv"] * 3
+        assert list(out["hole_inverted_px"]) == [0] * 3
+        assert [int(v) for v in out["hole_inpainted_px"]] == [int((a > 0).sum()) for a in watermarked.alpha]
+
+
+def test_engine_invert_is_validated_up_front():
+    base = {"inputs": {"uris": ["x"]}, "output": {"uri": "y"}}
+    assert JobConfig.from_mapping({**base, "engine": {"invert": "off"}}).engine.invert == "off"
+    with pytest.raises(ConfigError, match="engine.invert"):
+        JobConfig.from_mapping({**base, "engine": {"invert": "sometimes"}})
+    with pytest.raises(ConfigError, match="engine.invert_options"):
+        JobConfig.from_mapping({**base, "engine": {"invert_options": {"alpha_maximum": 0.9}}})
+    with pytest.raises(ConfigError, match="alpha_max"):
+        JobConfig.from_mapping({**base, "engine": {"invert_options": {"alpha_max": 1.5}}})
+
+
+def test_report_shows_the_matte_and_colour(watermarked):
+    from pipeline.watermark.report import matte_images, watermark_section
+
+    npz = _template_npz(watermarked.coverage, 0.5)
+    section = watermark_section(npz)
+    assert section.count("<img") == 2 and "matte α" in section and "colour W" in section
+    assert watermark_section(None) == ""
+    alpha_image, color_image = matte_images(exact_matte(watermarked.coverage, 0.5, (255, 0, 0)))
+    peak = alpha_image == alpha_image.max()
+    assert alpha_image.max() == round(0.5 * 255) and (color_image[peak] == (255, 0, 0)).all()
