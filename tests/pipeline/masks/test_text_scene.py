@@ -70,7 +70,7 @@ def test_a_translucent_watermark_over_the_scene_is_kept_and_a_sign_is_not(genera
 def test_the_rule_is_explicit_and_configurable():
     blend = {"neutral": 0.02, "sharpness": 0.9, "board": 0.3, "translucency": 0.3, "stroke_pixels": 500}
     assert judge(blend, OverlayRule()).overlay
-    opaque = {**blend, "translucency": 0.0}
+    opaque = {**blend, "translucency": 0.0, "sharpness": 0.7}  # soft rims: the edge cue cannot decide
     verdict = judge(opaque, OverlayRule())
     assert not verdict.overlay and "ambiguous" in verdict.reason
     assert judge(opaque, OverlayRule(ambiguous="overlay")).overlay
@@ -84,6 +84,35 @@ def test_the_rule_is_explicit_and_configurable():
     with pytest.raises(ValueError, match="valid: ambiguous"):
         TextMaskConfig(overlay={"min_sharpness": 0.5})
     assert TextMaskConfig(overlay={"max_translucency": 0.9}).overlay.max_translucency == 0.9
+
+
+def test_grey_letters_with_synthetic_edges_are_overlay_when_translucency_cannot_decide():
+    opaque = {"neutral": 0.01, "sharpness": 0.92, "board": 0.3, "translucency": 0.0, "stroke_pixels": 500}
+    verdict = judge(opaque, OverlayRule())
+    assert verdict.overlay and "synthetic" in verdict.reason
+    assert judge({**opaque, "translucency": -9.0}, OverlayRule()).overlay  # background too uniform
+    for camera_like in ({"sharpness": 0.75}, {"sharpness": 1.6}, {"neutral": 0.1}):
+        verdict = judge({**opaque, **camera_like}, OverlayRule())
+        assert not verdict.overlay and "ambiguous" in verdict.reason, camera_like
+    # The edge cue only breaks ties: letters following the lighting stay scene whatever their edges.
+    assert not judge({**opaque, "translucency": 1.3}, OverlayRule()).overlay
+    assert not judge(opaque, OverlayRule(synthetic_sharpness=(0.0, 0.0))).overlay
+    with pytest.raises(ValueError, match="synthetic_sharpness"):
+        OverlayRule(synthetic_sharpness=(1.0, 0.5))
+
+
+def test_opaque_overlay_text_is_masked_and_the_same_lettering_photographed_is_not(generator, photo):
+    """Opaque white letters rendered onto the photo have one-pixel rims: a watermark. The same letters
+    softened as a lens and JPEG would soften them (a 1.2 px blur) are lettering in the scene."""
+    image, support = paint_text(photo, "PROOF", (40, 30), size=44, opacity=1.0)
+    rendered = generator(image)
+    assert recall(rendered.hole, support) > 0.8, rendered.details["regions"]
+    photographed = image.copy()
+    photographed[10:100, 20:220] = np.asarray(
+        Image.fromarray(image[10:100, 20:220]).filter(ImageFilter.GaussianBlur(1.2)))
+    result = generator(photographed)
+    assert not result.hole[support].any(), result.details["regions"]
+    assert any(region["reason"].startswith("scene") for region in result.details["regions"])
 
 
 def _box(x: float, y: float, width: float, height: float) -> np.ndarray:
