@@ -16,7 +16,7 @@ from pipeline.masks.registry import config_type, default_postprocess
 from tests.conftest import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "sample-job.yaml"
-_COMMENTED_FIELD = re.compile(r"^(?P<indent>\s*)# (?P<rest>\s*[a-z_]+:( .*)?)$")
+_COMMENTED_FIELD = re.compile(r"^(?P<indent>\s*)# (?P<rest>\s*[a-z][a-z0-9_]*:( .*)?)$")
 
 
 def all_field_names() -> set[str]:
@@ -29,6 +29,12 @@ def all_field_names() -> set[str]:
         names |= {section.name} | field_names(section.default_factory().__class__)
     for method in ("given", "text", "consistent"):
         names |= field_names(config_type(method))
+        # Options that are rules of their own (text's `overlay`) list their fields too.
+        for item in dataclasses.fields(config_type(method)):
+            if item.default_factory is not dataclasses.MISSING or dataclasses.is_dataclass(item.default):
+                default = item.default if dataclasses.is_dataclass(item.default) else item.default_factory()
+                if dataclasses.is_dataclass(default):
+                    names |= field_names(type(default))
     return names
 
 
@@ -60,7 +66,7 @@ def test_sample_job_loads_and_points_at_the_bundled_watermarked_photos(monkeypat
 def test_sample_job_names_every_field_of_every_section():
     from pipeline.config import BatchSizes
 
-    keys = set(re.findall(r"^\s*(?:#\s*)?([a-z_]+):", EXAMPLE.read_text(), flags=re.M))
+    keys = set(re.findall(r"^\s*(?:#\s*)?([a-z][a-z0-9_]*):", EXAMPLE.read_text(), flags=re.M))
     expected = field_names(BatchSizes) | field_names(config_type("consistent"))
     expected |= field_names(type(default_postprocess("consistent")))
     for section in dataclasses.fields(JobConfig):
