@@ -36,7 +36,7 @@ def format_row(variant: str, dtype: str, batch: int, seconds: list[float], probe
     share = statistics.median(gflop * batch / s / p for s, p in zip(seconds, probes))
     peak = "n/a" if peak_gib is None else f"{peak_gib:.1f}"
     err = "ref" if error is None else f"{error:.1e}"
-    return (f"{variant:<8} {dtype:<5} {batch:>5} {per_image * 1e3:>9.1f} {1 / per_image:>9.1f} {rate / 1e3:>9.2f} "
+    return (f"{variant:<8} {dtype:<5} {batch:>5} {per_image * 1e3:>9.1f} {1 / per_image:>9.3g} {rate / 1e3:>9.2f} "
             f"{100 * share:>8.1f}% {peak:>8} {err:>9} {len(seconds):>4}")
 
 

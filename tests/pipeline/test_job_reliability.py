@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.config import JobConfig
 from pipeline.output.lock import OutputInUseError
@@ -132,7 +132,9 @@ def test_a_messy_folder_gives_one_row_per_file_with_reasons_for_failures(tmp_pat
     assert output("sixteen.png").mode in ("I;16", "I")
     assert output("gray.png").mode == "L"
     assert output("palette.png").mode == "RGBA"
-    assert (rows["exif.jpg"]["width"], rows["exif.jpg"]["height"]) == (24, 32) and output("exif.jpg").size == (24, 32)
+    # A spliced JPEG keeps its stored orientation and its EXIF orientation tag: it shows upright.
+    assert (rows["exif.jpg"]["width"], rows["exif.jpg"]["height"]) == (24, 32)
+    assert ImageOps.exif_transpose(output("exif.jpg")).size == (24, 32)
 
 
 # --------------------------------------------------------------------------------------------------
