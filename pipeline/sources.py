@@ -84,8 +84,8 @@ def open_filesystem(key: str) -> pafs.FileSystem:
     try:
         filesystem, _ = pafs.FileSystem.from_uri(key + "/")
         return filesystem
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
-        pass
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        log.debug("%s: no pyarrow filesystem (%s); trying fsspec", key, exc)
     try:
         import fsspec
     except ImportError:  # pragma: no cover - fsspec ships with the declared dependencies

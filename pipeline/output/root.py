@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,8 @@ import pyarrow.parquet as pq
 
 from pipeline.output.layout import temporary_name
 from pipeline.sources import resolve_filesystem
+
+log = logging.getLogger(__name__)
 
 
 class _HashingSink(io.RawIOBase):
@@ -204,7 +207,7 @@ def _fsync_dir(path: str) -> None:
         return
     try:
         os.fsync(descriptor)
-    except OSError:
-        pass
+    except OSError as exc:  # some filesystems (network mounts) refuse fsync on folders: the rename stands
+        log.debug("fsync of folder %s failed: %s", path, exc)
     finally:
         os.close(descriptor)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +26,8 @@ from pipeline.stages.common import (
     stage_timer,
     text,
 )
+
+log = logging.getLogger(__name__)
 
 # Mask methods whose generator detects (rather than looks up) what to remove: re-running them on the
 # restored image tells whether the watermark is really gone.
@@ -112,7 +116,7 @@ class MaskStage:
             yield from zip(indices, _generate(self.generator, images, keys))
             return
         except Exception:  # noqa: BLE001 - isolate the bad row below rather than fail the batch
-            pass
+            log.debug("batch masking failed, retrying rows one by one:\n%s", traceback.format_exc())
         for index, image, key in zip(indices, images, keys):
             try:
                 yield index, self.generator(image, key=key)
