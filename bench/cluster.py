@@ -87,10 +87,11 @@ def run_once(args: argparse.Namespace, work: Path, images: Path, masks: Path) ->
     from pipeline.config import JobConfig
     from pipeline.job import run_job
 
-    loads_dir = work / "loads"
+    loads_dir, busy_dir = work / "loads", work / "busy"
     loads_dir.mkdir()
+    busy_dir.mkdir()
     batch = args.batch
-    hook: dict[str, object] = {"count_loads_dir": str(loads_dir)}
+    hook: dict[str, object] = {"count_loads_dir": str(loads_dir), "busy_log_dir": str(busy_dir)}
     if args.per_batch_delay:
         hook["delay_s"] = args.latency * batch
     else:
@@ -111,7 +112,7 @@ def run_once(args: argparse.Namespace, work: Path, images: Path, masks: Path) ->
         from ray.data import DataContext
 
         DataContext.get_current().enable_progress_bars = False
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started, epoch = time.perf_counter(), time.process_time(), time.time()
         report = run_job(config)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
@@ -123,7 +124,28 @@ def run_once(args: argparse.Namespace, work: Path, images: Path, masks: Path) ->
     ideal = report.total_rows * args.latency / args.gpus
     return {"gpus": args.gpus, "rows": report.total_rows, "wall_s": wall, "ideal_s": ideal,
             "gpu_busy": ideal / wall, "driver_cpu": cpu / wall, "model_loads": loads or "?",
-            "rows_per_s": report.total_rows / wall}
+            "rows_per_s": report.total_rows / wall, **timeline(busy_dir, epoch, wall)}
+
+
+def timeline(busy_dir: Path, epoch: float, wall: float) -> dict:
+    """Where the GPUs' idle time lies, from the actors' busy logs (see InpaintStage's `busy_log_dir`):
+    first s = until the first model call on the last actor to start (start-up: planning, actors, models);
+    busy in span = busy share between each actor's first call start and last call end (starvation);
+    tail s = from the last call's end to the job's end (commit, markers, report)."""
+    spans, ready = [], []
+    for log in busy_dir.iterdir():
+        entries = [line.split() for line in log.read_text().splitlines() if line.strip()]
+        ready += [float(e[0]) - epoch for e in entries if int(e[2]) == 0]  # the actor's constructor finished
+        calls = [(float(e[0]), float(e[1])) for e in entries if int(e[2]) > 0]
+        if calls:
+            spans.append((min(c[0] for c in calls), max(c[1] for c in calls), sum(c[1] - c[0] for c in calls)))
+    if not spans:
+        return {}
+    print("inpainting actors ready at (s after the job started):", ", ".join(f"{r:.1f}" for r in sorted(ready)),
+          "; first calls at:", ", ".join(f"{start - epoch:.1f}" for start, _, _ in sorted(spans)))
+    span = sum(end - start for start, end, _ in spans)
+    return {"first_s": max(start for start, _, _ in spans) - epoch, "busy_in_span": sum(b for *_, b in spans) / span,
+            "tail_s": epoch + wall - max(end for _, end, _ in spans)}
 
 
 def main() -> None:
@@ -145,11 +167,12 @@ def main() -> None:
         images, masks = make_dataset(work / "data", args.rows, args.size)
         result = run_once(args, work, images, masks)
     header = f"{'GPUs':>4} {'rows':>6} {'wall s':>8} {'ideal s':>8} {'GPU busy':>9} {'driver CPU':>11} " \
-             f"{'model loads':>11} {'rows/s':>8}"
+             f"{'model loads':>11} {'rows/s':>8} {'first s':>8} {'busy in span':>12} {'tail s':>7}"
     print(header)
     print(f"{result['gpus']:>4} {result['rows']:>6} {result['wall_s']:>8.1f} {result['ideal_s']:>8.1f} "
           f"{result['gpu_busy']:>9.0%} {result['driver_cpu']:>11.1%} {result['model_loads']!s:>11} "
-          f"{result['rows_per_s']:>8.2f}")
+          f"{result['rows_per_s']:>8.2f} {result.get('first_s', float('nan')):>8.1f} "
+          f"{result.get('busy_in_span', float('nan')):>12.0%} {result.get('tail_s', float('nan')):>7.1f}")
     print(json.dumps(result))
 
 

@@ -245,7 +245,8 @@ class ExecutionConfig:
         mask_actors / mask_num_cpus: the mask generator pool; None = autoscaling from 1 actor up to a
             quarter of the cluster's CPUs (a number fixes the pool's size).
         metrics_actors / metrics_num_cpus: the metrics pool (when it re-runs a detector), sized the same way.
-        task_num_cpus: logical CPUs per decode/encode task.
+        task_num_cpus: logical CPUs per decode/encode task (one: those tasks are single-threaded; a
+            fraction would run more tasks, and start more worker processes, than a node has cores).
         batch_size: `inpaint` is the job's group: consecutive rows of one shard that travel together through
             every stage and share one model batch (so the batch's make-up is a function of the shard);
             the other sizes apply to the stages used on their own, not to the job.
@@ -270,7 +271,7 @@ class ExecutionConfig:
     mask_num_cpus: float = 0.25
     metrics_actors: int | None = None
     metrics_num_cpus: float = 0.25
-    task_num_cpus: float = 0.5
+    task_num_cpus: float = 1.0
     batch_size: BatchSizes = field(default_factory=BatchSizes)
     max_restarts: int = 3
     max_task_retries: int = 3

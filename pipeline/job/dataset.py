@@ -1,5 +1,5 @@
 """The job's Ray Data dataset: one row per group of one shard (see pipeline.job.groups), streamed through
-fetch+decode (tasks) → mask (actor pool) → inpaint (actor pool) → metrics → encode → write (tasks).
+fetch+decode (tasks; masks read from files there too) → mask (actor pool) → inpaint (actor pool) → metrics → encode → write (tasks).
 
 Every pending shard of a run goes through this one dataset, so the actor pools, and the models in them, are
 built once per run. The last stage writes each group to the output filesystem where it was made and hands
@@ -43,11 +43,18 @@ from pipeline.stages.write import WriteStage
 _MAX_SOURCE_BLOCKS = 4096
 
 
-class FetchAndDecode:
-    """Fetch then decode in one task (one pass over the batch, no intermediate block)."""
+# Mask methods without a model (masks read from files): they run in the decoding tasks, where a pool of
+# actors would only add processes to start and one more hop per group.
+MODEL_FREE_METHODS = ("given",)
 
-    def __init__(self, allow_external_paths: bool, max_pixels: int | None) -> None:
-        self.stages = (FetchStage(allow_external_paths), DecodeStage(max_pixels=max_pixels))
+
+class FetchAndDecode:
+    """Fetch then decode (then, for a model-free mask method, mask) in one task: one pass over the batch,
+    no intermediate block. `mask` holds MaskStage's constructor arguments, or None."""
+
+    def __init__(self, allow_external_paths: bool, max_pixels: int | None, mask: dict[str, Any] | None = None) -> None:
+        self.stages = (FetchStage(allow_external_paths), DecodeStage(max_pixels=max_pixels),
+                       *([MaskStage(**mask)] if mask is not None else []))
 
     def __call__(self, batch: Batch) -> Batch:
         return run_stages(batch, self.stages)
@@ -103,9 +110,16 @@ def group_table(plan: Plan, shards: Sequence[ShardSpec]) -> pa.Table:
                      PAYLOAD: pa.array(payloads, pa.large_binary())})
 
 
-def _source_blocks(table: pa.Table) -> list[pa.Table]:
-    per_block = max(1, -(-table.num_rows // _MAX_SOURCE_BLOCKS))
-    return [table.slice(start, per_block) for start in range(0, table.num_rows, per_block)]
+def _source_dataset(table: pa.Table) -> Any:
+    """The group rows as a Ray dataset, made in this process.
+
+    `from_items` builds the blocks' metadata here; `from_arrow` would run a remote task to read it,
+    which on a fresh cluster first waits seconds for a worker process to start and import pyarrow, while
+    every model waits for its first batch.
+    """
+    import ray.data
+
+    return ray.data.from_items(table.to_pylist(), override_num_blocks=max(1, min(table.num_rows, _MAX_SOURCE_BLOCKS)))
 
 
 def build_pipeline(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
@@ -117,7 +131,7 @@ def build_pipeline(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
 
 
 def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
-    """from_arrow(group rows) → fetch+decode → mask → inpaint → metrics → encode → write."""
+    """group rows → fetch+decode → mask → inpaint → metrics → encode → write."""
     import ray
     import ray.data
 
@@ -132,24 +146,29 @@ def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
     template = [ray.put(plan.template_npz)] if plan.template_npz is not None else None  # see template_bytes
 
     def pool(size: tuple[int, int]) -> Any:
-        return ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1])
+        # Two groups per actor: one computing, the next waiting at the actor. Ray's default of four lets the
+        # first actor to start take the first four groups while the others, ready a moment later, wait.
+        return ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1], max_tasks_in_flight_per_actor=2)
 
+    mask_kwargs = {"method": config.masks.method, "options": config.masks.options,
+                   "postprocess": config.masks.postprocess, "template_npz": template, "key_column": "key"}
+    model_free = config.masks.method in MODEL_FREE_METHODS
     # batch_size=1: one group per call, so a task or an actor call is one model batch.
-    dataset = ray.data.from_arrow(_source_blocks(groups))
+    dataset = _source_dataset(groups)
     dataset = dataset.map_batches(
         GroupStage(FetchAndDecode, {"allow_external_paths": config.inputs.allow_external_paths,
-                                    "max_pixels": config.inputs.max_pixels}), batch_size=1,
+                                    "max_pixels": config.inputs.max_pixels, "mask": mask_kwargs if model_free else None}),
+        batch_size=1,
         # Tasks carry `max_retries`, actors `max_restarts`: unequal remote args, so Ray Data never fuses the
         # decoding into the mask actors (where it would run serially inside the mask pool).
         **task_args,
     )
-    dataset = dataset.map_batches(
-        GroupStage, batch_size=1, compute=pool(resources.mask_pool),
-        fn_constructor_kwargs={"stage": MaskStage, "kwargs": {
-            "method": config.masks.method, "options": config.masks.options,
-            "postprocess": config.masks.postprocess, "template_npz": template, "key_column": "key"}},
-        num_cpus=execution.mask_num_cpus * resources.cpu_scale, **actor_args,
-    )
+    if not model_free:
+        dataset = dataset.map_batches(
+            GroupStage, batch_size=1, compute=pool(resources.mask_pool),
+            fn_constructor_kwargs={"stage": MaskStage, "kwargs": mask_kwargs},
+            num_cpus=execution.mask_num_cpus * resources.cpu_scale, **actor_args,
+        )
     dataset = dataset.map_batches(
         GroupStage, batch_size=1, compute=pool(resources.inpaint_pool),
         fn_constructor_kwargs={"stage": InpaintStage, "kwargs": {

@@ -26,6 +26,7 @@ and `WatermarkTemplate.crop(image, placement)` the image resampled onto the temp
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ _SEEDS_GROWN = 6
 # An image carries the watermark when its match beats the fit images' chance level (95th percentile
 # of their null scores) by this much, and `min_match_score` in any case.
 _PRESENCE_MARGIN = 0.1
+# ... and, when the watermarked images match far above chance, this share of the way from chance to
+# their median score (see `_Alignment.threshold`).
+_PRESENCE_SHARE = 0.4
+# Frames whose coarse alignment is within this of the best count as equally good; of those, the one in
+# which the watermark keeps the most constant size wins (see `_coarse_fit`).
+_FRAME_QUALITY_TIE = 0.05
 # A "watermark" covering more of the frame than this is the scenes' shared structure, not an overlay.
 _MAX_TEMPLATE_SHARE = 0.6
 
@@ -226,8 +233,8 @@ class WatermarkTemplate:
 
 @dataclass
 class FitReport:
-    """Summary of a fit: images used, frame, template size, and per fit image (in the order the fit
-    saw them, `indices` into the images given) its placement and score, and the share carrying it."""
+    """Summary of a fit: images used, frame, template size, and per fit image (`indices` into the images
+    given, ascending) its placement and score, and the share carrying it."""
 
     images: int
     anchor: str
@@ -349,6 +356,13 @@ def _match(resized: np.ndarray, origin: tuple[int, int], matcher: _Matcher, wind
     return best
 
 
+def _content_key(image: np.ndarray) -> bytes:
+    """A digest of an image's shape and pixels: the order in which `fit` considers its images."""
+    digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.digest()
+
+
 def _window_around(y: float, x: float, radius: int) -> tuple[int, int, int, int]:
     return round(y) - radius, round(x) - radius, round(y) + radius, round(x) + radius
 
@@ -367,7 +381,18 @@ class _Alignment:
     null: np.ndarray
 
     def threshold(self, floor: float) -> float:
-        return max(floor, float(np.percentile(self.null, 95)) + _PRESENCE_MARGIN)
+        """Score from which an image counts as carrying the watermark.
+
+        At least chance (the 95th percentile of the chance scores) plus a margin; and where the images
+        that clear that match far better than chance, a share of the way up to their median: a clean
+        image that happens to resemble the watermark a little must not pass for one that carries it.
+        """
+        chance = float(np.percentile(self.null, 95))
+        base = max(floor, chance + _PRESENCE_MARGIN)
+        above = self.score[self.score >= base]
+        if above.size == 0:
+            return base
+        return max(base, chance + _PRESENCE_SHARE * (float(np.median(above)) - chance))
 
     def rescaled(self, factor: float) -> _Alignment:
         return _Alignment(self.y * factor, self.x * factor, self.scale.copy(), self.score.copy(), self.null.copy())
@@ -396,12 +421,15 @@ class ConsistentWatermarkGenerator(BatchMixin):
 
         Raises MaskGenerationError when fewer than 3 images are given or they share no watermark.
         """
-        sample = [check_image(image) for image in images]
-        indices = list(range(len(sample)))
-        if len(sample) > self.config.max_fit_images:
+        given = [check_image(image) for image in images]
+        # The fit sees the images in an order set by their content, not by how they were listed: the
+        # same images give the same template whatever their order (file names, shards, sources).
+        indices = sorted(range(len(given)), key=lambda i: _content_key(given[i]))
+        if len(indices) > self.config.max_fit_images:
             rng = np.random.default_rng(self.config.seed)
-            indices = sorted(int(i) for i in rng.choice(len(sample), self.config.max_fit_images, replace=False))
-            sample = [sample[i] for i in indices]
+            chosen = sorted(int(i) for i in rng.choice(len(indices), self.config.max_fit_images, replace=False))
+            indices = [indices[i] for i in chosen]
+        sample = [given[i] for i in indices]
         if len(sample) < 3:
             raise MaskGenerationError(f"the consistent generator needs at least 3 images to fit, got {len(sample)}")
         shapes = [image.shape[:2] for image in sample]
@@ -446,8 +474,8 @@ class ConsistentWatermarkGenerator(BatchMixin):
         )
         self.report = FitReport(images=len(sample), anchor=frame.anchor, normaliser=frame.normaliser,
                                 template_shape=template.shape, support_pixels=int(template.support.sum()),
-                                match_threshold=threshold, seed_margin=seed.margin, indices=indices,
-                                placements=placements)
+                                match_threshold=threshold, seed_margin=seed.margin, indices=sorted(indices),
+                                placements=[placements[k] for k in np.argsort(indices)])
         log.info("consistent watermark: %s", self.report.as_dict())
         return self.report
 
@@ -461,7 +489,7 @@ class ConsistentWatermarkGenerator(BatchMixin):
         one well; the alignment, which searches only ± `scale_range`, can.
         """
         seeds = self._seeds(sample, shapes)
-        best: tuple[float, Seed, list[_FramedImage], _Matcher, _Alignment] | None = None
+        grown: list[tuple[float, float, Seed, list[_FramedImage], _Matcher, _Alignment]] = []
         for seed in seeds[:_SEEDS_GROWN]:
             framed = [_FramedImage.of(image, seed.frame) for image in sample]
             try:
@@ -474,13 +502,21 @@ class ConsistentWatermarkGenerator(BatchMixin):
             alignment = self._align(framed, matcher, alignment, seed.frame.resolution, steps=5)
             # The mean, not the median: a frame that fits only one orientation of the images must lose.
             quality = float(np.mean(alignment.score - alignment.null))
-            log.debug("consistent seed %s/%s: margin %.3f, aligned %.3f", seed.frame.anchor, seed.frame.normaliser,
-                      seed.margin, quality)
-            if best is None or quality > best[0]:
-                best = (quality, seed, framed, matcher, alignment)
-        if best is None:
+            kept = self._kept(alignment)
+            spread = float(np.std(np.log(alignment.scale[kept])))
+            log.debug("consistent seed %s/%s: margin %.3f, aligned %.3f, scale spread %.3f", seed.frame.anchor,
+                      seed.frame.normaliser, seed.margin, quality, spread)
+            grown.append((quality, spread, seed, framed, matcher, alignment))
+        if not grown:
             raise MaskGenerationError("no watermark shared by the fit images was found: they do not share a watermark")
-        return best[1:]
+        # Frames with another size normaliser often align almost as well: the ± `scale_range` search
+        # absorbs a 1.5× size difference between landscape and portrait images. In the right frame the
+        # watermark has one size in every image, so among frames that align about equally well, the one
+        # with the least spread of per-image scales wins.
+        best_quality = max(item[0] for item in grown)
+        tied = [item for item in grown if item[0] >= best_quality - _FRAME_QUALITY_TIE]
+        chosen = min(tied, key=lambda item: (item[1], -item[0]))
+        return chosen[2:]
 
     def _seeds(self, sample: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[Seed]:
         """The frames' seeds that beat chance, best margin first, one per normaliser (see `consistent_seed`)."""

@@ -61,6 +61,12 @@ def _record_load(folder: str) -> None:
         handle.write(f"{os.getpid()}\n")
 
 
+def _record_busy(folder: str, started: float, ended: float, rows: int) -> None:
+    """Append one simulated model call (wall-clock start, end, rows) to this actor's busy log."""
+    with open(os.path.join(folder, f"busy-{os.getpid()}"), "a") as handle:
+        handle.write(f"{started:.4f} {ended:.4f} {rows}\n")
+
+
 class InpaintStage:
     """Fills each pending row's hole with the engine, built once per actor by matcore.build.
 
@@ -78,7 +84,8 @@ class InpaintStage:
     first time a batch arrives (once per marker file), {"delay_s": x} slows every batch down by x seconds
     and {"delay_per_row_s": x} by x per row of the batch (a simulated model of fixed latency), with
     {"delay_from_shard": k} only batches holding a row of shard index k or later;
-    {"count_loads_dir": path} leaves one file there per engine built (to count model loads).
+    {"count_loads_dir": path} leaves one file there per engine built (to count model loads);
+    {"busy_log_dir": path} logs each delayed call's wall-clock start and end there (a bench's timeline).
     """
 
     def __init__(self, config: EngineConfig | None = None, checkpoint: CheckpointRef | None = None, *,
@@ -107,6 +114,8 @@ class InpaintStage:
             limit_threads(threads)
         if self.fault_injection.get("count_loads_dir"):
             _record_load(str(self.fault_injection["count_loads_dir"]))
+        if self.fault_injection.get("busy_log_dir"):  # when this actor was ready (a zero-length call)
+            _record_busy(str(self.fault_injection["busy_log_dir"]), time.time(), time.time(), 0)
         # An alpha-blended watermark whose matte came with the template is inverted first; the engine
         # only fills what inversion cannot recover (pipeline.watermark).
         from pipeline.stages.mask import template_bytes
@@ -158,7 +167,10 @@ class InpaintStage:
             delay = float(self.fault_injection.get("delay_s") or 0.0)
             delay += float(self.fault_injection.get("delay_per_row_s") or 0.0) * row_count(batch)
             if delay:
+                started = time.time()
                 time.sleep(delay)
+                if self.fault_injection.get("busy_log_dir"):
+                    _record_busy(str(self.fault_injection["busy_log_dir"]), started, time.time(), row_count(batch))
         batch = ensure_row_columns(batch)
         rows = row_count(batch)
         restored = object_column(batch, "restored", NO_IMAGE)

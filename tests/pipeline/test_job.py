@@ -312,11 +312,10 @@ def test_consistent_masks_are_fitted_once_per_job_and_reused_on_resume(tmp_path)
     images.mkdir()
     for i in range(10):
         (images / f"wm{i}.png").write_bytes(encode(stamp_watermark(textured_image(96, 128, i))))
-    # Known issue (see the closing note of issue 11): the fit's seed references are picked by position,
-    # and with these two synthetic textures listed first one of them is matched as carrying the logo.
-    # The clean images are named to list last until the fit is made independent of input order.
+    # Listed first: the fit must not depend on the order of its images (it once took clean images listed
+    # first as its references and matched one of them as carrying the logo).
     for i in range(2):
-        (images / f"xclean{i}.png").write_bytes(encode(textured_image(96, 128, 50 + i)))
+        (images / f"clean{i}.png").write_bytes(encode(textured_image(96, 128, 50 + i)))
     out = tmp_path / "out"
     config = job_config([images], out, {"method": "consistent", "fit_sample_size": 12}, execution={"shard_size": 6})
 
@@ -334,10 +333,10 @@ def test_consistent_masks_are_fitted_once_per_job_and_reused_on_resume(tmp_path)
         assert row["residual_hole_ratio"] is not None and row["rerun_hole_ratio"] is not None
     assert any(rows[f"wm{i}.png"]["hole_inverted_px"] > 0 for i in range(10))
     for i in range(2):
-        row = rows[f"xclean{i}.png"]
+        row = rows[f"clean{i}.png"]
         # Nothing found: the row is clean already and keeps its input bytes untouched.
         assert row["hole_ratio"] == 0 and row["engine"] is None
-        assert row["image"]["bytes"] == (images / f"xclean{i}.png").read_bytes()
+        assert row["image"]["bytes"] == (images / f"clean{i}.png").read_bytes()
 
     # Lose a shard; the rerun masks it with the saved template, not a new fit.
     fitted = template.read_bytes()

@@ -208,3 +208,21 @@ def test_mixed_size_photos_without_a_shared_logo_are_refused(photo):
     images, _ = _plain_logo_dataset(photo, 14, seed=11, color=(255, 255, 255), opacity=0.5, absent=set(range(14)))
     with pytest.raises(MaskGenerationError, match="they do not share a watermark"):
         ConsistentWatermarkGenerator().fit(images)
+
+
+def test_the_fit_does_not_depend_on_the_order_of_its_images(dataset):
+    """File names, shards and sources list images in any order: the same images give the same template,
+    and the clean ones are recognised wherever they are listed."""
+    images, _, clean = dataset
+    listed = [*clean[:2], *images[:10]]
+    first, second = ConsistentWatermarkGenerator(), ConsistentWatermarkGenerator()
+    first.fit(listed)
+    order = [5, 11, 0, 7, 2, 9, 1, 4, 10, 3, 8, 6]
+    second.fit([listed[i] for i in order])
+    for name in ("gradients", "support", "orientation", "offsets", "scales"):
+        assert np.array_equal(getattr(first.template, name), getattr(second.template, name)), name
+    assert first.template.frame == second.template.frame
+    # Placements come back in the order the images were given.
+    assert [p.present for p in first.report.placements] == [False, False] + [True] * 10
+    assert [p.score for p in second.report.placements] == [first.report.placements[i].score for i in order]
+    assert not first(clean[0]).hole.any() and not first(clean[1]).hole.any()
