@@ -17,7 +17,14 @@ Reported, per run:
 - GPU busy %: simulated GPU-seconds (rows × latency) / (GPUs × wall);
 - driver CPU %: CPU time of this (the driver's) process during `run_job` over its wall time;
 - model loads: inpainting engines built during the job (counted through the `count_loads_dir` hook;
-  "?" when the code under test does not have it).
+  "?" when the code under test does not have it);
+- first s / busy in span / tail s: where the idle GPU time lies, from each inpainting actor's log of its
+  simulated calls (the `busy_log_dir` hook): seconds until the last actor's first call (start-up), busy
+  share between each actor's first and last call (starvation), seconds after the last call (commit).
+
+On this 2-core machine the start-up (~18 s) is the cost of starting a dozen Ray worker processes (3 s CPU
+each) of four simulated nodes on the same two cores; on a real cluster each node starts its own. The fixed
+start-up weighs less the longer the job: compare `--rows 2400` with `--rows 4800 --shards 48`.
 """
 from __future__ import annotations
 
