@@ -51,7 +51,9 @@ MATCH_BLUR = 1.0
 # A seed patch must beat chance (its median correlation where the watermark is not) by this much.
 _MIN_SEED_MARGIN = 0.12
 # Seeds (best first) grown into coarse templates to choose the frame.
-_SEEDS_GROWN = 6
+_SEEDS_GROWN = 10
+# Frames (best first) taken to the final resolution until one gives a template its images match.
+_FINE_FITS = 3
 # An image carries the watermark when its match beats the fit images' chance level (95th percentile
 # of their null scores) by this much, and `min_match_score` in any case.
 _PRESENCE_MARGIN = 0.1
@@ -60,7 +62,7 @@ _PRESENCE_MARGIN = 0.1
 _PRESENCE_SHARE = 0.4
 # Frames whose coarse alignment is within this of the best count as equally good; of those, the one in
 # which the watermark keeps the most constant size wins (see `_coarse_fit`).
-_FRAME_QUALITY_TIE = 0.05
+_FRAME_QUALITY_TIE = 0.08
 # A "watermark" covering more of the frame than this is the scenes' shared structure, not an overlay.
 _MAX_TEMPLATE_SHARE = 0.6
 
@@ -356,6 +358,24 @@ def _match(resized: np.ndarray, origin: tuple[int, int], matcher: _Matcher, wind
     return best
 
 
+def _geometry_spread(alignment: _Alignment, resolution: float, shapes: list[tuple[int, int]]) -> float:
+    """How much the watermark's size and place vary over the images in a frame: median absolute
+    deviations of the position (in frame sides) and of log scale, plus the gap between the median log
+    scales of landscape and portrait images. Over all images, not only those that match well: in a wrong
+    frame the images of one orientation fit only at the edge of the search, or not at all, and must count
+    (images without the watermark are a minority and add the same noise anywhere). The gap is what tells
+    a width- from a long-side-normalised watermark when most images share one orientation."""
+    def deviation(values: np.ndarray) -> float:
+        return float(np.median(np.abs(values - np.median(values))))
+
+    log_scale = np.log(alignment.scale)
+    landscape = np.array([width >= height for height, width in shapes])
+    gap = 0.0
+    if min(landscape.sum(), (~landscape).sum()) >= 3:
+        gap = abs(float(np.median(log_scale[landscape])) - float(np.median(log_scale[~landscape])))
+    return deviation(log_scale) + gap + deviation(alignment.y / resolution) + deviation(alignment.x / resolution)
+
+
 def _content_key(image: np.ndarray) -> bytes:
     """A digest of an image's shape and pixels: the order in which `fit` considers its images."""
     digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
@@ -434,7 +454,22 @@ class ConsistentWatermarkGenerator(BatchMixin):
             raise MaskGenerationError(f"the consistent generator needs at least 3 images to fit, got {len(sample)}")
         shapes = [image.shape[:2] for image in sample]
 
-        seed, framed, matcher, alignment = self._coarse_fit(sample, shapes)
+        # The preferred frame first; when its watermark cannot be reconstructed or hardly matches its own
+        # images, the next ones (a scene structure that recurs near one corner can win the coarse stage).
+        candidates = self._coarse_fit(sample, shapes)
+        refusal: MaskGenerationError | None = None
+        for seed, _, matcher, alignment in candidates[:_FINE_FITS]:
+            try:
+                return self._fine_fit(sample, shapes, indices, seed, matcher, alignment)
+            except MaskGenerationError as exc:
+                log.debug("consistent frame %s/%s refused: %s", seed.frame.anchor, seed.frame.normaliser, exc)
+                refusal = refusal or exc
+        assert refusal is not None
+        raise refusal
+
+    def _fine_fit(self, sample: list[np.ndarray], shapes: list[tuple[int, int]], indices: list[int], seed: Seed,
+                  matcher: _Matcher, alignment: _Alignment) -> FitReport:
+        """The template at the final resolution in the frame of `seed`, from its coarse alignment."""
         coarse_frame = seed.frame
         typical_size = float(np.percentile([coarse_frame.normalising_size(s) for s in shapes], 90))
         fine_resolution = min(float(self.config.resolution), typical_size)
@@ -480,7 +515,7 @@ class ConsistentWatermarkGenerator(BatchMixin):
         return self.report
 
     def _coarse_fit(self, sample: list[np.ndarray], shapes: list[tuple[int, int]]
-                    ) -> tuple[Seed, list[_FramedImage], _Matcher, _Alignment]:
+                    ) -> list[tuple[Seed, list[_FramedImage], _Matcher, _Alignment]]:
         """Seed, coarse template and alignment in the frame that aligns the fit images best.
 
         Seeds are found in every frame (see `consistent_seed`); the few that beat chance by the widest
@@ -489,8 +524,8 @@ class ConsistentWatermarkGenerator(BatchMixin):
         one well; the alignment, which searches only ± `scale_range`, can.
         """
         seeds = self._seeds(sample, shapes)
-        grown: list[tuple[float, float, Seed, list[_FramedImage], _Matcher, _Alignment]] = []
-        for seed in seeds[:_SEEDS_GROWN]:
+        grown: list[tuple[float, float, float, Seed, list[_FramedImage], _Matcher, _Alignment]] = []
+        for seed in seeds:
             framed = [_FramedImage.of(image, seed.frame) for image in sample]
             try:
                 matcher, alignment = self._coarse_template(framed, seed)
@@ -502,21 +537,29 @@ class ConsistentWatermarkGenerator(BatchMixin):
             alignment = self._align(framed, matcher, alignment, seed.frame.resolution, steps=5)
             # The mean, not the median: a frame that fits only one orientation of the images must lose.
             quality = float(np.mean(alignment.score - alignment.null))
-            kept = self._kept(alignment)
-            spread = float(np.std(np.log(alignment.scale[kept])))
+            spread = _geometry_spread(alignment, seed.frame.resolution, shapes)
             log.debug("consistent seed %s/%s: margin %.3f, aligned %.3f, scale spread %.3f", seed.frame.anchor,
                       seed.frame.normaliser, seed.margin, quality, spread)
-            grown.append((quality, spread, seed, framed, matcher, alignment))
+            # How far the watermark lies from the anchor: when every image has the same size all anchors fit
+            # alike, and the watermark is reported against the one it is next to.
+            distance = float(np.hypot(np.median(alignment.y) + matcher.shape[0] / 2,
+                                      np.median(alignment.x) + matcher.shape[1] / 2)) / seed.frame.resolution
+            grown.append((quality, round(spread, 4), distance, seed, framed, matcher, alignment))
         if not grown:
             raise MaskGenerationError("no watermark shared by the fit images was found: they do not share a watermark")
-        # Frames with another size normaliser often align almost as well: the ± `scale_range` search
-        # absorbs a 1.5× size difference between landscape and portrait images. In the right frame the
-        # watermark has one size in every image, so among frames that align about equally well, the one
-        # with the least spread of per-image scales wins.
+        # Frames with another size normaliser or anchor often align almost as well: the ± `scale_range`
+        # search absorbs a 1.5× size difference between landscape and portrait images, the position search
+        # part of a shift. In the right frame the watermark has one size and one place in every image, so
+        # among frames that align about equally well, the one where they vary least wins.
         best_quality = max(item[0] for item in grown)
         tied = [item for item in grown if item[0] >= best_quality - _FRAME_QUALITY_TIE]
-        chosen = min(tied, key=lambda item: (item[1], -item[0]))
-        return chosen[2:]
+        rest = [item for item in grown if item[0] < best_quality - _FRAME_QUALITY_TIE]
+        if len(set(shapes)) == 1:  # one image size: every frame places the watermark alike, spreads are noise
+            tied.sort(key=lambda item: (item[2], -item[0]))
+        else:
+            tied.sort(key=lambda item: (item[1], item[2], -item[0]))
+        ranked = tied + sorted(rest, key=lambda item: -item[0])
+        return [item[3:] for item in ranked]
 
     def _seeds(self, sample: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[Seed]:
         """The frames' seeds that beat chance, best margin first, one per normaliser (see `consistent_seed`)."""
@@ -538,13 +581,14 @@ class ConsistentWatermarkGenerator(BatchMixin):
                 f"recurs in them better than chance: margin {margin:.2f} < {_MIN_SEED_MARGIN}): "
                 "they do not share a watermark"
             )
-        # The best anchor with each normaliser, and the runner-up anchor with its best normaliser.
-        anchor = seeds[0].frame.anchor
-        chosen = [seed for seed in seeds if seed.frame.anchor == anchor and seed.margin >= _MIN_SEED_MARGIN]
-        runner_up = next((seed for seed in seeds if seed.frame.anchor != anchor), None)
-        if runner_up is not None and runner_up.margin >= _MIN_SEED_MARGIN:
-            chosen.insert(1, runner_up)
-        return chosen
+        # The two best anchors, each with every normaliser, and every other anchor's best seed, best margin
+        # first: a seed's margin tells a corner from the centre only roughly (a centred logo also lies near
+        # the corner of small images; a scene structure can recur near a corner).
+        seeds = [seed for seed in seeds if seed.margin >= _MIN_SEED_MARGIN]
+        anchors = list(dict.fromkeys(seed.frame.anchor for seed in seeds))
+        best_per_anchor = [next(seed for seed in seeds if seed.frame.anchor == anchor) for anchor in anchors]
+        others = [seed for seed in seeds if seed.frame.anchor in anchors[:2] and seed not in best_per_anchor]
+        return (best_per_anchor + others)[:_SEEDS_GROWN]
 
     def _coarse_template(self, framed: list[_FramedImage], seed: Seed) -> tuple[_Matcher, _Alignment]:
         """Grow a template around the seed patch: the median orientation field of crops aligned on it."""
