@@ -127,7 +127,7 @@ def run_condition(photos, coverage, color_name, opacity, quality, jitter, engine
         step = InversionStep(fit.matte)
         fit_note = f"fit {time.perf_counter() - started:.0f}s, matte from {fit.images_used}"
     except Exception as exc:  # noqa: BLE001 - a refused fit is a result of the bench, not a crash
-        step, fit_note = None, f"fit refused: {exc}"[:80]
+        step, fit_note = None, f"fit refused: {exc}"[:200]
     rows: dict[str, list[tuple[float, float]]] = {"leave": [], "opencv": [], "mat": [], "invert": [], "invert matched": [],
                                                  "invert+matte check": []}
     inverted_share: list[float] = []
@@ -138,7 +138,9 @@ def run_condition(photos, coverage, color_name, opacity, quality, jitter, engine
         hole = true_hole(sample)
         for name, engine in engines.items():
             rows[name].append(scores(engine.inpaint([sample.marked], [hole], [index])[0], sample))
-        if step is None:
+        if step is None:  # no fit, no matte: the job leaves consistent watermarks alone (the row says why)
+            rows["invert"].append(rows["leave"][-1])
+            inverted_share.append(0.0)
             continue
         footprint = sample.alpha > 0.01
         mask = postprocess(generator(sample.marked), post)
