@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .align import align_watermark
@@ -85,6 +86,34 @@ class InversionStep:
         if placement is None:
             return None
         aligned = align_watermark(image, self.matte, placement)
+        return self._outcome(image, hole, aligned)
+
+    def invert_unmatched(self, image: np.ndarray, best_match: Placement) -> tuple[np.ndarray, InversionOutcome] | None:
+        """A second opinion for an image the consistent generator did not match (its template score fell
+        below the presence threshold): undo the matte at the generator's best match `best_match`; if
+        the undo removes at least `min_gain` of the gradient energy there — the same test that tells
+        the matte estimation which images carry the watermark — the watermark is there and is inverted.
+
+        Returns (hole, outcome): hole, bool H×W, the matte's footprint at the refined placement (dilated
+        by a pixel, what the row's mask must then say was touched); None when the matte does not
+        confirm the watermark (the image stays untouched).
+
+        The matte's check is far more sensitive than the template match at low opacity: on photos
+        whose 0.3-opacity logo the match missed, the undo removed a median 8 % of the energy, against
+        0 % at the same place in the clean photos (bench/restore_quality.py, dev split).
+        """
+        aligned = align_watermark(image, self.matte, best_match)
+        if aligned.gain < self.config.min_gain:
+            return None
+        box = self.matte.image_box(aligned.placement, image.shape[:2])
+        alpha, _ = self.matte.placed(aligned.placement, box)
+        hole = np.zeros(image.shape[:2], bool)
+        y0, x0, y1, x1 = box
+        hole[y0:y1, x0:x1] = cv2.dilate((alpha > 1.0 / 255.0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        outcome = self._outcome(image, hole, aligned)
+        return (hole, outcome) if outcome.inverted_px else None
+
+    def _outcome(self, image: np.ndarray, hole: np.ndarray, aligned) -> InversionOutcome:
         result = invert_watermark(image, hole, self.matte, aligned, self.config)
         inpaint_hole = result.inpaint & hole
         return InversionOutcome(image=result.restored, inpaint_hole=inpaint_hole,

@@ -84,3 +84,25 @@ def test_report_shows_the_matte_and_colour(watermarked):
     alpha_image, color_image = matte_images(exact_matte(watermarked.coverage, 0.5, (255, 0, 0)))
     peak = alpha_image == alpha_image.max()
     assert alpha_image.max() == round(0.5 * 255) and (color_image[peak] == (255, 0, 0)).all()
+
+
+def test_a_faint_watermark_the_template_missed_is_confirmed_by_the_matte_and_inverted():
+    # 0.3 opacity, placement off by a pixel (the generator's best, below-threshold match); a clean
+    # scene at the same place must be left alone.
+    from pipeline.watermark import Placement
+    from pipeline.watermark.restore import InversionStep
+
+    data = blend(scenes(3, seed=5), opacity=0.3, jitter=0)
+    step = InversionStep(exact_matte(data.coverage, 0.3, (255, 255, 255)))
+    for index in range(3):
+        y, x = data.offsets[index]
+        found = step.invert_unmatched(data.marked[index], Placement(float(y + 1), float(x - 1)))
+        assert found is not None
+        hole, outcome = found
+        # The hole covers the whole footprint (what the mask column must then record as touched).
+        assert hole[data.alpha[index] > 1 / 255].all()
+        assert outcome.inverted_px >= 0.95 * (data.alpha[index] > 1 / 255).sum()
+        # Left as it is, the footprint scores about 15 dB; a refined placement and opacity recover it.
+        assert footprint_psnr(outcome.image, data.clean[index], data.alpha[index]) > 35
+        untouched = step.invert_unmatched(data.clean[index], Placement(float(y), float(x)))
+        assert untouched is None
