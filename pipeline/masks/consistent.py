@@ -737,6 +737,9 @@ class ConsistentWatermarkGenerator(BatchMixin):
                                    "anchor": self.template.anchor, "matched": placement.present}
         hole = self.template.support_mask(image.shape[:2], placement)
         if not placement.present:
+            # Where the template fitted best all the same: the watermark's matte can still confirm a faint
+            # one there (pipeline.watermark.restore, `invert_unmatched`).
+            details["best_yx"] = [round(placement.y, 2), round(placement.x, 2)]
             return MaskResult(hole=hole, method=self.method, details=details)
         return MaskResult(hole=hole, method=self.method, boxes=[list(placement.box(self.template.shape))],
                           scores=[placement.score], details=details)

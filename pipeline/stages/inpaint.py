@@ -1,6 +1,7 @@
 """Inpaint stage: fills each row's hole with an engine (MAT or OpenCV) from matcore.build, one per actor."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -138,13 +139,54 @@ class InpaintStage:
                 results.append(exc)
         return results
 
-    def _invert(self, batch: Batch, images: dict[int, np.ndarray], holes: dict[int, np.ndarray]) -> dict[int, Any]:
-        """Invert the rows whose watermark allows it, replacing their entries in `images` / `holes` by the
-        inverted image and the hole still to inpaint. Returns those rows' InversionOutcome by index."""
-        if self.inversion is None or "mask_method" not in batch:
+    def _confirm_unmatched(self, batch: Batch) -> dict[int, Any]:
+        """Rows whose consistent mask is empty because the template matched below its threshold get a
+        second opinion from the watermark's matte at the best match; where the matte confirms the watermark,
+        the row is inverted there and its hole becomes the footprint touched (the mask column then says so).
+        Returns those rows' InversionOutcome by index; the batch's hole columns are updated in place."""
+        if self.inversion is None or "mask_method" not in batch or "mask_details" not in batch or "hole" not in batch:
             return {}
+        from pipeline.watermark.restore import INVERTIBLE_METHODS, unmatched_placement_from_provenance
+
         done = {}
+        holes, details = object_column(batch, "hole", None), object_column(batch, "mask_details", "")
+        ratios = float_column(batch, "hole_ratio")
+        for index in pending_rows(batch):
+            if text(batch["mask_method"][index]) not in INVERTIBLE_METHODS or np.asarray(holes[index]).any():
+                continue
+            try:
+                provenance = json.loads(text(details[index]) or "{}")
+                placement = unmatched_placement_from_provenance(provenance)
+                found = self.inversion.invert_unmatched(batch["image"][index], placement) if placement else None
+            except Exception as exc:  # noqa: BLE001 - the row stays as the mask left it (untouched)
+                log.warning("%s: %s; left untouched", text(batch["id"][index]), stage_error("invert", exc))
+                continue
+            if found is None:
+                continue
+            hole, outcome = found
+            holes[index], ratios[index] = hole, float(hole.mean())
+            provenance.setdefault("details", {})["matched"] = "matte"
+            provenance["hole_ratio"] = round(float(hole.mean()), 6)
+            details[index] = json.dumps(provenance)
+            done[index] = outcome
+        if done:
+            batch.update(hole=holes, mask_details=details, hole_ratio=ratios)
+        return done
+
+    def _invert(self, batch: Batch, images: dict[int, np.ndarray], holes: dict[int, np.ndarray],
+                confirmed: Mapping[int, Any]) -> dict[int, Any]:
+        """Invert the rows whose watermark allows it, replacing their entries in `images` / `holes` by the
+        inverted image and the hole still to inpaint. Returns those rows' InversionOutcome by index.
+        `confirmed` are rows `_confirm_unmatched` inverted already."""
+        for index, outcome in confirmed.items():
+            if index in images:
+                images[index], holes[index] = outcome.image, outcome.inpaint_hole
+        if self.inversion is None or "mask_method" not in batch:
+            return dict(confirmed)
+        done = dict(confirmed)
         for index in images:
+            if index in confirmed:
+                continue
             try:
                 outcome = self.inversion(images[index], holes[index], text(batch["mask_method"][index]),
                                          text(batch["mask_details"][index]) if "mask_details" in batch else "")
@@ -180,11 +222,12 @@ class InpaintStage:
                  np.array([row_seed(self.base_seed, text(i)) for i in batch["id"]], np.int64))
         times = float_column(batch, "time_inpaint_s")
         counts = {name: float_column(batch, name) for name in ("hole_inverted_px", "hole_inpainted_px", "invert_residual")}
+        confirmed = self._confirm_unmatched(batch)
         pending = [i for i in pending_rows(batch) if "hole" in batch and np.asarray(batch["hole"][i]).any()]
         with stage_timer(times, pending):
             images = {i: batch["image"][i] for i in pending}
             holes = {i: np.asarray(batch["hole"][i], bool) for i in pending}
-            inverted = self._invert(batch, images, holes)
+            inverted = self._invert(batch, images, holes, confirmed)
             # What inversion recovered becomes the engine's input; it fills only what is left.
             to_engine = [i for i in pending if holes[i].any()]
             outputs = dict(zip(to_engine, self._inpaint([images[i] for i in to_engine], [holes[i] for i in to_engine],

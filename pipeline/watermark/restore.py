@@ -47,6 +47,15 @@ def placement_from_provenance(provenance: Mapping[str, Any]) -> Placement | None
     return Placement(y=y0, x=x0, scale=float(details.get("scale", 1.0)))
 
 
+def unmatched_placement_from_provenance(provenance: Mapping[str, Any]) -> Placement | None:
+    """The consistent generator's best match in an image it did not match (details.best_yx), or None."""
+    details = provenance.get("details") or {}
+    best = details.get("best_yx")
+    if details.get("matched") is not False or not best:
+        return None
+    return Placement(y=float(best[0]), x=float(best[1]), scale=float(details.get("scale", 1.0)))
+
+
 @dataclass
 class InversionOutcome:
     """image: uint8 H×W×3 with the inverted pixels; inpaint_hole: bool H×W, what the engine must still

@@ -106,3 +106,32 @@ def test_a_faint_watermark_the_template_missed_is_confirmed_by_the_matte_and_inv
         assert footprint_psnr(outcome.image, data.clean[index], data.alpha[index]) > 35
         untouched = step.invert_unmatched(data.clean[index], Placement(float(y), float(x)))
         assert untouched is None
+
+
+def test_the_stage_inverts_a_faint_watermark_the_template_missed_and_leaves_clean_rows_alone():
+    """A consistent row with an empty mask (match below threshold) carries its best match; the inpainting
+    stage asks the matte there: the watermarked rows are inverted and their hole becomes the footprint
+    touched, the clean row stays untouched (no hole, no engine)."""
+    data = blend(scenes(3, seed=5), opacity=0.3, jitter=0)
+    rows = 4
+    images = [*data.marked, data.clean[0]]
+    details = []
+    for index in range(rows):
+        y, x = data.offsets[min(index, 2)]
+        details.append(json.dumps({"method": "consistent", "boxes": [], "scores": [], "hole_ratio": 0.0,
+                                   "details": {"matched": False, "scale": 1.0, "best_yx": [y + 1, x - 1]}}))
+    empty = np.zeros(images[0].shape[:2], bool)
+    batch = {"id": objects([f"row{i}" for i in range(rows)]), "status": objects([""] * rows),
+             "error": objects([""] * rows), "image": objects(images), "hole": objects([empty] * rows),
+             "hole_ratio": np.zeros(rows), "mask_method": objects(["consistent"] * rows),
+             "mask_details": objects(details)}
+    stage = InpaintStage(EngineConfig(name="opencv"), template_npz=_template_npz(data.coverage, 0.3))
+    out = stage(batch)
+    for index in range(3):
+        footprint = data.alpha[index] > 1 / 255
+        assert out["status"][index] == "ok" and out["engine"][index] in ("invert", "invert+opencv")
+        assert np.asarray(out["hole"][index])[footprint].all() and out["hole_ratio"][index] > 0
+        assert json.loads(out["mask_details"][index])["details"]["matched"] == "matte"
+        assert footprint_psnr(out["restored"][index], data.clean[index], data.alpha[index]) > 30
+    assert not np.asarray(out["hole"][3]).any() and not out["engine"][3]
+    assert out["hole_ratio"][3] == 0
