@@ -117,8 +117,8 @@ def _proc_kib(pid: int, path: str, field: str) -> int:
             for line in handle:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
-    except OSError:
-        pass
+    except OSError:  # the process ended between sampling and reading: it holds no memory any more
+        return 0
     return 0
 
 

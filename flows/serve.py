@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         restore_dataset.serve(name=DEPLOYMENT_NAME, cron=args.cron or defaults["cron"], parameters=parameters,
                               tags=["matpipe"])
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (stop_on_sigterm): the normal way to stop serving
+        print("flows.serve: interrupted", file=sys.stderr)
     print("flows.serve: stopped", file=sys.stderr)
     return 0
 
