@@ -157,10 +157,10 @@ def _typed(option: str, hint: Any, value: Any) -> Any:
         for arg in args:
             with contextlib.suppress(EngineOptionError):
                 return _typed(option, arg, value)
-        raise EngineOptionError(option, f"expected {_describe(hint)}, got {value!r}")
+        raise EngineOptionError(option, f"expected {describe_hint(hint)}, got {value!r}")
     if origin is Literal:
         if value not in get_args(hint):
-            raise EngineOptionError(option, f"expected {_describe(hint)}, got {value!r}")
+            raise EngineOptionError(option, f"expected {describe_hint(hint)}, got {value!r}")
         return value
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -168,16 +168,23 @@ def _typed(option: str, hint: Any, value: Any) -> Any:
         return float(value)
     if hint is str and isinstance(value, str):
         return value
-    raise EngineOptionError(option, f"expected {_describe(hint)}, got {value!r}")
+    raise EngineOptionError(option, f"expected {describe_hint(hint)}, got {value!r}")
 
 
-def _describe(hint: Any) -> str:
+def describe_hint(hint: Any) -> str:
+    """A type hint in the words of a configuration file's author ("'auto' or 'crop'", "a number")."""
     origin = get_origin(hint)
     if origin is Literal:
         return " or ".join(repr(v) for v in get_args(hint))
     if origin in (Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in get_args(hint))
-    return "null" if hint is type(None) else ("a number" if hint is float else getattr(hint, "__name__", str(hint)))
+        return " or ".join(describe_hint(arg) for arg in get_args(hint))
+    if hint is type(None):
+        return "null"
+    if origin is tuple:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return "a number" if hint is float else getattr(hint, "__name__", str(hint))
 
 
 def build_engine(name: str, options: Mapping[str, Any] | Any | None = None, *,

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from matcore.build import describe_hint
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MASK_METHODS = ("given", "text", "consistent", "sam")
 ENGINES = ("auto", "mat", "opencv")
@@ -470,21 +472,6 @@ def to_plain(value: Any) -> Any:
 # Literal, Optional, tuple[str, ...], dict[str, Any] and nested dataclasses.
 
 
-def _describe(hint: Any) -> str:
-    origin = get_origin(hint)
-    if origin is Literal:
-        return " or ".join(repr(v) for v in get_args(hint))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in get_args(hint))
-    if hint is type(None):
-        return "null"
-    if origin is tuple:
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    return getattr(hint, "__name__", str(hint))
-
-
 def _convert(hint: Any, value: Any, path: str) -> Any:
     origin = get_origin(hint)
     if hint is Any:
@@ -494,7 +481,7 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if value is None:
             if type(None) in args:
                 return None
-            _fail(path, f"must not be null (expected {_describe(hint)})")
+            _fail(path, f"must not be null (expected {describe_hint(hint)})")
         for arg in args:
             if arg is type(None):
                 continue
@@ -502,10 +489,10 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
                 return _convert(arg, value, path)
             except ConfigError:
                 continue
-        _fail(path, f"expected {_describe(hint)}, got {value!r}")
+        _fail(path, f"expected {describe_hint(hint)}, got {value!r}")
     if origin is Literal:
         if value not in get_args(hint):
-            _fail(path, f"expected {_describe(hint)}, got {value!r}")
+            _fail(path, f"expected {describe_hint(hint)}, got {value!r}")
         return value
     if origin is tuple:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
