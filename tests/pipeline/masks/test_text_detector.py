@@ -7,7 +7,7 @@ import socket
 import numpy as np
 import pytest
 
-from pipeline.masks import GeneratorSetupError, TextMaskConfig, TextMaskGenerator
+from pipeline.masks import GeneratorSetupError, TextMaskConfig, TextMaskGenerator, dilate_hole
 from pipeline.masks.text import plan_views
 from pipeline.masks.text_detector import (
     CPU_PROVIDER,
@@ -85,8 +85,34 @@ def test_large_images_are_detected_in_overlapping_full_resolution_tiles():
     assert grow > 1 and min(small.size) >= config.min_side - 32
 
 
+def test_small_images_are_upscaled_to_the_longer_side_asked_for():
+    """min_long_side upscales a 481×321 photo to a 960 px long side; min_side alone stops at 720."""
+    (by_short,), scale_short = plan_views((321, 481), TextMaskConfig(min_side=480, min_long_side=0))
+    assert by_short.size == (480, 704) and scale_short == pytest.approx(480 / 321)
+    (by_long,), scale_long = plan_views((321, 481), TextMaskConfig(min_side=480, min_long_side=960))
+    assert by_long.size == (640, 960) and scale_long == pytest.approx(960 / 481)
+    # Photos already that large are left alone (no extra cost at ~1 MP), and max_side still caps.
+    (large,), one = plan_views((768, 1024), TextMaskConfig(min_long_side=960))
+    assert one == 1.0 and large.size == (768, 1024)
+    (capped,), capped_scale = plan_views((100, 200), TextMaskConfig(min_long_side=2000, max_side=1024, tile=False))
+    assert max(capped.size) == 1024 and capped_scale == pytest.approx(1024 / 200)
+    with pytest.raises(ValueError, match="min_long_side"):
+        TextMaskConfig(min_long_side=-1)
+
+
 def test_passes_are_validated():
     with pytest.raises(ValueError, match="passes"):
         TextMaskConfig(passes=("plain", "sharpen"))
     with pytest.raises(ValueError, match="passes"):
         TextMaskConfig(passes=())
+
+
+def test_a_small_photo_is_detected_upscaled_and_its_small_overlay_text_masked(photo):
+    """A 481×321 photo is detected with its longer side at min_long_side, and provenance says so."""
+    image, support = paint_text(photo, "www.shotbank.io", (30, 260), size=11, opacity=0.7)
+    result = TextMaskGenerator(TextMaskConfig(min_long_side=800))(image)
+    assert result.details["detector_scale"] == pytest.approx(800 / 481, abs=1e-3)
+    assert result.details["detector_views"] == 1
+    truth = dilate_hole(support, 4)
+    assert (result.hole & truth).sum() > 0.9 * truth.sum()
+    assert (result.hole & truth).sum() > 0.8 * result.hole.sum()
