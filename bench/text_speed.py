@@ -1,15 +1,26 @@
 """Single-thread speed of the text mask generator at about 1 MP (issue 11: >= 4 masks/s per CPU core).
 
-    python bench/text_speed.py [--images N] [--side 1024] [--passes plain] [--detector ppocrv6-small]
+    python bench/text_speed.py [--images N] [--side 1024] [--kinds clean,line,tiled] [--baseline DIR]
+                               [--passes plain] [--detector ppocrv6-small] [--max-side 1024] [--no-tile]
 
 Times `TextMaskGenerator` (detector, recogniser check, overlay rule, glyph fill) with one ONNX Runtime
 thread, in CPU seconds of this process (`time.process_time`), so a loaded machine inflates the figure
-less than wall time would; prints the median per image and masks/s per core.
+less than wall time would; prints the median per image and masks/s per core for each kind of image:
+`clean` photos, photos with one `line` of overlay text, photos under `tiled` text (many regions: the
+recogniser and the per-region work dominate). `--baseline DIR` first times the same images with the
+`pipeline` package of another checkout (e.g. main's worktree) in a child process and prints both, so
+before/after come from one run on the same machine load.
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy and OpenCV load: one core's work
+
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,43 +29,97 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pipeline.masks import TextMaskConfig, TextMaskGenerator  # noqa: E402
-from pipeline.masks.maskio import read_rgb  # noqa: E402
-
 PHOTOS = ROOT.parent / "shared" / "datasets" / "scenes"
+KINDS = ("clean", "line", "tiled")
+
+
+def bench_images(kind: str, count: int, side: int) -> list[np.ndarray]:
+    """`count` uint8 side×side×3 photos of `kind` (fixed seed); textured noise without ../shared."""
+    import watermarks  # bench/watermarks.py: the same overlays as the quality table
+
+    paths = sorted(PHOTOS.glob("*.jpg"))[:count] if PHOTOS.is_dir() else []
+    photos = [cv2.resize(watermarks.read_rgb(p), (side, side), interpolation=cv2.INTER_AREA) for p in paths]
+    if not photos:
+        rng = np.random.default_rng(0)
+        photos = [cv2.GaussianBlur(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), (0, 0), 2)
+                  for _ in range(count)]
+    if kind == "clean":
+        return photos
+    fonts = watermarks.find_fonts()
+    rng = np.random.default_rng([7, KINDS.index(kind)])
+    if kind == "line":
+        return [watermarks.text_line_overlay(p.shape[:2], rng, fonts).apply(p) for p in photos]
+    return [watermarks.text_overlay(p.shape[:2], rng, fonts, opacity=float(rng.uniform(0.5, 0.9)), rotated=False,
+                                    tiled=True).apply(p) for p in photos]
+
+
+def measure(args: argparse.Namespace) -> list[dict]:
+    """Median CPU seconds per mask of each kind, with the `pipeline` package found first on sys.path."""
+    from pipeline.masks import TextMaskConfig, TextMaskGenerator
+
+    cv2.setNumThreads(1)  # per core: OpenCV's own worker threads would spread the glyph work
+    config = TextMaskConfig(detector=args.detector, passes=tuple(args.passes.split(",")), device="cpu",
+                            threads_per_session=1, max_side=args.max_side, tile=not args.no_tile)
+    generator = TextMaskGenerator(config)
+    rows = []
+    for kind in args.kinds.split(","):
+        images = bench_images(kind, args.images, args.side)
+        generator(images[0])  # warm-up: session initialisation and first-run allocations
+        seconds, regions = [], []
+        for image in images:
+            start = time.process_time()
+            result = generator(image)
+            seconds.append(time.process_time() - start)
+            regions.append(len(result.details["regions"]))
+        rows.append({"kind": kind, "images": len(images), "seconds": statistics.median(seconds),
+                     "regions": statistics.median(regions)})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--side", type=int, default=1024, help="photos are resized to side × side (1 MP at 1024)")
+    parser.add_argument("--kinds", default="clean", help=f"comma-separated among {', '.join(KINDS)}")
+    parser.add_argument("--baseline", type=Path, help="checkout whose `pipeline` package is timed first (before)")
+    parser.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)  # the child's package root
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the child's output
     parser.add_argument("--passes", default="plain")
     parser.add_argument("--detector", default="ppocrv6-small")
     parser.add_argument("--max-side", type=int, default=1024)
     parser.add_argument("--no-tile", action="store_true", help="downscale large images instead of tiling")
     args = parser.parse_args(argv)
-    paths = sorted(PHOTOS.glob("*.jpg"))[: args.images] if PHOTOS.is_dir() else []
-    photos = [cv2.resize(read_rgb(p), (args.side, args.side), interpolation=cv2.INTER_AREA) for p in paths]
-    if not photos:  # without ../shared: a textured synthetic picture
-        rng = np.random.default_rng(0)
-        photos = [cv2.GaussianBlur(rng.integers(0, 256, (args.side, args.side, 3), dtype=np.uint8), (0, 0), 2)
-                  for _ in range(args.images)]
-    config = TextMaskConfig(detector=args.detector, passes=tuple(args.passes.split(",")), device="cpu",
-                            threads_per_session=1, max_side=args.max_side, tile=not args.no_tile)
-    generator = TextMaskGenerator(config)
-    generator(photos[0])  # warm-up: session initialisation and first-run allocations
-    seconds = []
-    for photo in photos:
-        start = time.process_time()
-        generator(photo)
-        seconds.append(time.process_time() - start)
-    median = statistics.median(seconds)
-    print(f"| detector | passes | max_side | image | images | median CPU s/mask | masks/s per core |")
-    print(f"|---|---|---|---|---|---|---|")
-    print(f"| {args.detector} | {args.passes} | {args.max_side} | {args.side}x{args.side} | {len(photos)} | "
-          f"{median:.3f} | {1 / median:.2f} |")
+    if any(kind not in KINDS for kind in args.kinds.split(",")):
+        parser.error(f"--kinds: comma-separated among {', '.join(KINDS)}")
+    sys.path[:0] = [str(args.code), str(ROOT / "bench")]
+    before: dict[str, dict] = {}
+    if args.baseline is not None and not args.json:  # the child (--json) measures once: no recursion
+        child = [sys.executable, __file__, "--code", str(args.baseline.resolve()), "--json",
+                 *[a for a in (argv if argv is not None else sys.argv[1:])]]
+        environment = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+        output = subprocess.run(child, check=True, capture_output=True, text=True, env=environment).stdout
+        before = {row["kind"]: row for row in json.loads(output.strip().splitlines()[-1])}
+    rows = measure(args)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"detector {args.detector}, passes {args.passes}, max_side {args.max_side}, "
+          f"{'no tiles' if args.no_tile else 'tiles'}, images {args.side}x{args.side}, one thread, CPU time")
+    if before:
+        print(f"before = {args.baseline}, after = {args.code}")
+        print("| images | count | regions (median) | before CPU s/mask | after CPU s/mask | speed-up | "
+              "after masks/s per core |")
+        print("|---|---|---|---|---|---|---|")
+        for row in rows:
+            old = before[row["kind"]]["seconds"]
+            print(f"| {row['kind']} | {row['images']} | {row['regions']:g} | {old:.3f} | {row['seconds']:.3f} | "
+                  f"{old / row['seconds']:.2f}x | {1 / row['seconds']:.2f} |")
+    else:
+        print("| images | count | regions (median) | median CPU s/mask | masks/s per core |")
+        print("|---|---|---|---|---|")
+        for row in rows:
+            print(f"| {row['kind']} | {row['images']} | {row['regions']:g} | {row['seconds']:.3f} | "
+                  f"{1 / row['seconds']:.2f} |")
     return 0
 
 
