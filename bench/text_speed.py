@@ -1,6 +1,6 @@
 """Single-thread speed of the text mask generator at about 1 MP (issue 11: >= 4 masks/s per CPU core).
 
-    python bench/text_speed.py [--images N] [--side 1024] [--kinds clean,line,tiled] [--baseline DIR]
+    python bench/text_speed.py [--images N] [--side 1024] [--kinds clean,line,tiled] [--baseline DIR] [--stages]
                                [--passes plain] [--detector ppocrv6-small] [--max-side 1024] [--no-tile]
 
 Times `TextMaskGenerator` (detector, recogniser check, overlay rule, glyph fill) with one ONNX Runtime
@@ -9,7 +9,8 @@ less than wall time would; prints the median per image and masks/s per core for 
 `clean` photos, photos with one `line` of overlay text, photos under `tiled` text (many regions: the
 recogniser and the per-region work dominate). `--baseline DIR` first times the same images with the
 `pipeline` package of another checkout (e.g. main's worktree) in a child process and prints both, so
-before/after come from one run on the same machine load.
+before/after come from one run on the same machine load. `--stages` adds where the time goes
+(detector forward, recogniser, glyph strokes, scene cues, tiled grouping) from a profiled pass.
 """
 from __future__ import annotations
 
@@ -71,9 +72,44 @@ def measure(args: argparse.Namespace) -> list[dict]:
             result = generator(image)
             seconds.append(time.process_time() - start)
             regions.append(len(result.details["regions"]))
-        rows.append({"kind": kind, "images": len(images), "seconds": statistics.median(seconds),
-                     "regions": statistics.median(regions)})
+        row = {"kind": kind, "images": len(images), "seconds": statistics.median(seconds),
+               "regions": statistics.median(regions)}
+        if args.stages:
+            row["stages"] = stage_seconds(generator, images)
+        rows.append(row)
     return rows
+
+
+# Where a mask's CPU time goes: function names (old and new spellings) per stage of the generator.
+STAGES = {
+    "detector forward": ("run@text_detector.py",),
+    "network input": ("to_network_input@text_detector.py",),
+    "recogniser": ("read@text_verify.py",),
+    "glyph strokes": ("glyph_hole@glyphs.py", "glyph_strokes@glyphs.py", "hole@glyphs.py"),
+    "scene cues": ("region_cues@text_overlay.py",),
+    "tiled grouping": ("find_tiled_pattern@text_tiled.py",),
+}
+
+
+def stage_seconds(generator, images: list[np.ndarray]) -> dict[str, float]:
+    """Mean CPU s/mask of each stage (cProfile with a CPU clock; its overhead inflates all a little)."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    for image in images:
+        generator(image)
+    profile.disable()
+    totals: dict[str, float] = {}
+    for (filename, _, function), (_, _, _, cumulative, _) in pstats.Stats(profile).stats.items():
+        for stage, names in STAGES.items():
+            # Cumulative times of nested names would count twice: `hole` is called outside
+            # `glyph_strokes`, and `glyph_hole` of the new code calls both (not used by the generator).
+            if f"{function}@{Path(filename).name}" in names:
+                totals[stage] = totals.get(stage, 0.0) + cumulative / len(images)
+    totals["total"] = sum(totals.values())
+    return totals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, help="checkout whose `pipeline` package is timed first (before)")
     parser.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)  # the child's package root
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the child's output
+    parser.add_argument("--stages", action="store_true", help="also profile where each kind's CPU time goes")
     parser.add_argument("--passes", default="plain")
     parser.add_argument("--detector", default="ppocrv6-small")
     parser.add_argument("--max-side", type=int, default=1024)
@@ -120,6 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print(f"| {row['kind']} | {row['images']} | {row['regions']:g} | {row['seconds']:.3f} | "
                   f"{1 / row['seconds']:.2f} |")
+    if args.stages:
+        print()
+        print("CPU s/mask by stage (cProfile" + (", before → after)" if before else ")"))
+        print("| images | " + " | ".join(list(STAGES) + ["sum of stages"]) + " |")
+        print("|---|" + "---|" * (len(STAGES) + 1))
+        for row in rows:
+            cells = []
+            for stage in [*STAGES, "total"]:
+                after = row["stages"].get(stage, 0.0)
+                cells.append(f"{before[row['kind']]['stages'].get(stage, 0.0):.3f} → {after:.3f}" if before
+                             else f"{after:.3f}")
+            print(f"| {row['kind']} | " + " | ".join(cells) + " |")
     return 0
 
 
