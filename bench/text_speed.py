@@ -59,7 +59,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
     from pipeline.masks import TextMaskConfig, TextMaskGenerator
 
     cv2.setNumThreads(1)  # per core: OpenCV's own worker threads would spread the glyph work
-    config = TextMaskConfig(detector=args.detector, passes=tuple(args.passes.split(",")), device="cpu",
+    config = TextMaskConfig(detector=args.detector, model_path=args.model_path, passes=tuple(args.passes.split(",")), device="cpu",
                             threads_per_session=1, max_side=args.max_side, tile=not args.no_tile)
     generator = TextMaskGenerator(config)
     rows = []
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", action="store_true", help="also profile where each kind's CPU time goes")
     parser.add_argument("--passes", default="plain")
     parser.add_argument("--detector", default="ppocrv6-small")
+    parser.add_argument("--model-path", type=Path, help="a DB detector ONNX file instead (normalised like --detector)")
     parser.add_argument("--max-side", type=int, default=1024)
     parser.add_argument("--no-tile", action="store_true", help="downscale large images instead of tiling")
     args = parser.parse_args(argv)
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"detector {args.detector}, passes {args.passes}, max_side {args.max_side}, "
+    print(f"detector {args.model_path or args.detector}, passes {args.passes}, max_side {args.max_side}, "
           f"{'no tiles' if args.no_tile else 'tiles'}, images {args.side}x{args.side}, one thread, CPU time")
     if before:
         print(f"before = {args.baseline}, after = {args.code}")
