@@ -1,6 +1,6 @@
 """Single-thread speed of the text mask generator at about 1 MP (issue 11: >= 4 masks/s per CPU core).
 
-    python bench/text_speed.py [--images N] [--side 1024] [--kinds clean,line,tiled] [--baseline DIR] [--stages]
+    python bench/text_speed.py [--images N] [--side 1024] [--kinds clean,line,tiled] [--baseline DIR [--rounds N]] [--stages]
                                [--passes plain] [--detector ppocrv6-small] [--max-side 1024] [--no-tile]
 
 Times `TextMaskGenerator` (detector, recogniser check, overlay rule, glyph fill) with one ONNX Runtime
@@ -80,6 +80,20 @@ def measure(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def median_rows(rounds: list[list[dict]]) -> list[dict]:
+    """The rows of several rounds with each time replaced by its median over the rounds."""
+    if not rounds:
+        return []
+    rows = []
+    for same_kind in zip(*rounds):
+        row = dict(same_kind[0], seconds=statistics.median(r["seconds"] for r in same_kind))
+        if "stages" in row:
+            row["stages"] = {stage: statistics.median(r["stages"].get(stage, 0.0) for r in same_kind)
+                             for stage in same_kind[0]["stages"]}
+        rows.append(row)
+    return rows
+
+
 # Where a mask's CPU time goes: function names (old and new spellings) per stage of the generator.
 STAGES = {
     "detector forward": ("run@text_detector.py",),
@@ -118,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side", type=int, default=1024, help="photos are resized to side × side (1 MP at 1024)")
     parser.add_argument("--kinds", default="clean", help=f"comma-separated among {', '.join(KINDS)}")
     parser.add_argument("--baseline", type=Path, help="checkout whose `pipeline` package is timed first (before)")
+    parser.add_argument("--rounds", type=int, default=1, help="with --baseline: alternate before/after this often")
     parser.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)  # the child's package root
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the child's output
     parser.add_argument("--stages", action="store_true", help="also profile where each kind's CPU time goes")
@@ -130,14 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     if any(kind not in KINDS for kind in args.kinds.split(",")):
         parser.error(f"--kinds: comma-separated among {', '.join(KINDS)}")
     sys.path[:0] = [str(args.code), str(ROOT / "bench")]
-    before: dict[str, dict] = {}
-    if args.baseline is not None and not args.json:  # the child (--json) measures once: no recursion
-        child = [sys.executable, __file__, "--code", str(args.baseline.resolve()), "--json",
-                 *[a for a in (argv if argv is not None else sys.argv[1:])]]
-        environment = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
-        output = subprocess.run(child, check=True, capture_output=True, text=True, env=environment).stdout
-        before = {row["kind"]: row for row in json.loads(output.strip().splitlines()[-1])}
-    rows = measure(args)
+    compare = args.baseline is not None and not args.json  # the child (--json) measures once: no recursion
+    rounds_before, rounds_after = [], []
+    # Before and after alternate, so a change in the machine's load hits both alike.
+    for _ in range(args.rounds if compare else 1):
+        if compare:
+            child = [sys.executable, __file__, "--code", str(args.baseline.resolve()), "--json",
+                     *[a for a in (argv if argv is not None else sys.argv[1:])]]
+            environment = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+            output = subprocess.run(child, check=True, capture_output=True, text=True, env=environment).stdout
+            rounds_before.append(json.loads(output.strip().splitlines()[-1]))
+        rounds_after.append(measure(args))
+    rows = median_rows(rounds_after)
+    before = {row["kind"]: row for row in median_rows(rounds_before)} if rounds_before else {}
     if args.json:
         print(json.dumps(rows))
         return 0
