@@ -1,6 +1,7 @@
 """Single-thread speed of the text mask generator at about 1 MP (issue 11: >= 4 masks/s per CPU core).
 
-    python bench/text_speed.py [--images N] [--side 1024] [--kinds clean,line,tiled] [--baseline DIR [--rounds N]] [--stages]
+    python bench/text_speed.py [--images N] [--side 1024] [--kinds clean,line,tiled] [--stages]
+                               [--baseline DIR [--rounds N]]
                                [--passes plain] [--detector ppocrv6-small] [--max-side 1024] [--no-tile]
 
 Times `TextMaskGenerator` (detector, recogniser check, overlay rule, glyph fill) with one ONNX Runtime
@@ -59,7 +60,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
     from pipeline.masks import TextMaskConfig, TextMaskGenerator
 
     cv2.setNumThreads(1)  # per core: OpenCV's own worker threads would spread the glyph work
-    config = TextMaskConfig(detector=args.detector, model_path=args.model_path, passes=tuple(args.passes.split(",")), device="cpu",
+    config = TextMaskConfig(detector=args.detector, model_path=args.model_path,
+                            passes=tuple(args.passes.split(",")), device="cpu",
                             threads_per_session=1, max_side=args.max_side, tile=not args.no_tile)
     generator = TextMaskGenerator(config)
     rows = []

@@ -373,8 +373,8 @@ class TextMaskGenerator:
         glyphs = [glyph_strokes(image, region.polygon) for region in kept]
         tiled = find_tiled_pattern([r.polygon for r in kept], [text for text, _ in readings], shape) \
             if self.config.find_tiled else None
-        judgements = judge_regions(image, [r.polygon for r in kept], [g.hole(0.0) for g in glyphs], self.config.overlay,
-                                   tiled=tiled.members if tiled else frozenset())
+        judgements = judge_regions(image, [r.polygon for r in kept], [g.hole(0.0) for g in glyphs],
+                                   self.config.overlay, tiled=tiled.members if tiled else frozenset())
         regions_report = []
         holes_from: list[int] = []
         for number, (region, (text, confidence), judgement) in enumerate(zip(kept, readings, judgements)):
