@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .base import MaskResult, check_image, config_from_mapping
-from .glyphs import glyph_hole
+from .glyphs import glyph_strokes
 from .text_detector import (
     DETECTOR_MODELS,
     DetectorModel,
@@ -374,11 +374,12 @@ class TextMaskGenerator:
             kept = [r for r, ok in zip(kept, readable) if ok]
             readings = [reading for reading, ok in zip(all_readings, readable) if ok]
 
-        strokes = [glyph_hole(image, region.polygon, margin_px=0.0) for region in kept]
+        # Strokes once per region: the scene rule reads them bare, the hole grows them by the margin.
+        glyphs = [glyph_strokes(image, region.polygon) for region in kept]
         tiled = find_tiled_pattern([r.polygon for r in kept], [text for text, _ in readings], shape) \
             if self.config.find_tiled else None
-        judgements = judge_regions(image, [r.polygon for r in kept], strokes, self.config.overlay,
-                                   tiled=tiled.members if tiled else frozenset())
+        judgements = judge_regions(image, [r.polygon for r in kept], [g.hole(0.0) for g in glyphs],
+                                   self.config.overlay, tiled=tiled.members if tiled else frozenset())
         regions_report = []
         holes_from: list[int] = []
         for number, (region, (text, confidence), judgement) in enumerate(zip(kept, readings, judgements)):
@@ -400,8 +401,7 @@ class TextMaskGenerator:
         filled_boxes = 0
         if self.config.fill == "glyphs":
             for number in holes_from:
-                crop, (y0, x0), used_box = glyph_hole(image, kept[number].polygon,
-                                                      margin_px=self.config.glyph_margin_px)
+                crop, (y0, x0), used_box = glyphs[number].hole(self.config.glyph_margin_px)
                 hole[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
                 filled_boxes += int(used_box)
         else:

@@ -87,9 +87,16 @@ def to_network_input(image: np.ndarray, model: DetectorModel) -> np.ndarray:
 
     PaddleOCR's detectors were trained on BGR input (OpenCV-decoded), hence the channel flip.
     """
-    bgr = image[:, :, ::-1].astype(np.float32) * (1.0 / 255.0)
-    normalised = (bgr - np.float32(model.mean)) / np.float32(model.std)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+    # Channel by channel straight into the planar layout: the same float32 operations as
+    # `(bgr / 255 − mean) / std` on the whole image, without its full-size temporaries and transpose.
+    height, width = image.shape[:2]
+    planes = np.empty((3, height, width), np.float32)
+    for channel in range(3):
+        plane = planes[channel]
+        np.multiply(image[:, :, 2 - channel], np.float32(1.0 / 255.0), out=plane, dtype=np.float32)
+        plane -= np.float32(model.mean[channel])
+        plane /= np.float32(model.std[channel])
+    return planes
 
 
 def network_size(shape: tuple[int, int], long_side: int) -> tuple[int, int]:

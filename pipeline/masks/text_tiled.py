@@ -7,6 +7,7 @@ text height and their angle; a group with enough members spread over the picture
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,32 +58,56 @@ def find_tiled_pattern(polygons: Sequence[np.ndarray], texts: Sequence[str],
     """The largest tiled pattern among text regions (4×2 polygons with their readings), or None.
 
     shape: (H, W) of the image. Readings may be empty (no recogniser): then size and angle alone group.
+    Every region seeds a group of the regions like it; the largest group spread over the picture wins
+    (on equal size, the first seeded).
     """
     if len(polygons) < MIN_REPEATS:
         return None
-    geometry = [_geometry(p) for p in polygons]
+    geometry = np.array([_geometry(p) for p in polygons], np.float64)
     words = [_normalised(t) for t in texts] if texts else [""] * len(polygons)
     height_px, width_px = shape
+    # Size and angle of every pair at once (n×n); only pairs alike in both are compared as words.
+    heights, angles = geometry[:, 2], geometry[:, 3]
+    similar_size = np.maximum.outer(heights, heights) <= HEIGHT_RATIO * np.minimum.outer(heights, heights)
+    angle_gap = np.abs((angles[:, None] - angles[None, :] + 90.0) % 180.0 - 90.0)
+    alike = similar_size & (angle_gap <= ANGLE_TOLERANCE_DEG)
+    same_word = _WordSimilarity()
     best: TiledPattern | None = None
     for seed in range(len(polygons)):
-        _, _, seed_height, seed_angle = geometry[seed]
-        members = []
-        for other, (_, _, other_height, other_angle) in enumerate(geometry):
-            similar_size = max(seed_height, other_height) <= HEIGHT_RATIO * min(seed_height, other_height)
-            angle_gap = abs((seed_angle - other_angle + 90.0) % 180.0 - 90.0)
-            same_word = not words[seed] or not words[other] or \
-                difflib.SequenceMatcher(None, words[seed], words[other]).ratio() >= MIN_TEXT_SIMILARITY
-            if similar_size and angle_gap <= ANGLE_TOLERANCE_DEG and same_word:
-                members.append(other)
+        candidates = np.flatnonzero(alike[seed])
+        # Word checks only narrow the group down: a seed with too few alike regions cannot win.
+        if len(candidates) < MIN_REPEATS or (best is not None and len(candidates) <= len(best.members)):
+            continue
+        members = [int(other) for other in candidates if same_word(words[seed], words[other])]
         if len(members) < MIN_REPEATS or (best is not None and len(members) <= len(best.members)):
             continue
-        centres = np.array([geometry[m][:2] for m in members])
+        centres = geometry[members, :2]
         spread_x = np.ptp(centres[:, 0]) / width_px
         spread_y = np.ptp(centres[:, 1]) / height_px
         if max(spread_x, spread_y) < MIN_SPREAD:
             continue
         readings = [words[m] for m in members if words[m]]
-        text = max(set(readings), key=readings.count) if readings else ""
-        best = TiledPattern(frozenset(members), text, float(np.median([geometry[m][2] for m in members])),
-                            float(np.median([geometry[m][3] for m in members])))
+        # The most frequent reading; ties go to the one read first (a set's order changes between runs).
+        text = Counter(readings).most_common(1)[0][0] if readings else ""
+        best = TiledPattern(frozenset(members), text, float(np.median(geometry[members, 2])),
+                            float(np.median(geometry[members, 3])))
     return best
+
+
+class _WordSimilarity:
+    """Whether two normalised readings are the same word (an empty reading matches anything).
+
+    A tiled watermark is read as the same few strings again and again, so each ordered pair of strings
+    is compared once (difflib's ratio is not always symmetric, hence ordered).
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, seed_word: str, other_word: str) -> bool:
+        if not seed_word or not other_word or seed_word == other_word:
+            return True
+        key = (seed_word, other_word)
+        if key not in self._known:
+            self._known[key] = difflib.SequenceMatcher(None, seed_word, other_word).ratio() >= MIN_TEXT_SIMILARITY
+        return self._known[key]
