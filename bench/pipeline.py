@@ -19,8 +19,11 @@ Ray started beforehand so its start-up is not counted). Reported:
 - CPU seconds per image of the model alone and of the whole job (driver, Ray daemons and workers), and
   their ratio: unlike wall time this holds on a shared machine, and on a dedicated one the job's
   throughput is bounded by it (the share of the CPUs the job spends on the model);
-- peak memory of the job: the driver's RSS and the whole process tree's PSS (driver + Ray's daemons and
-  workers, shared object-store pages counted once), sampled every 0.25 s.
+- peak memory of the job: the driver's RSS and its private part (RSS counts the object store's pages the
+  driver touched, shared with the workers), the driver's private memory at the first and at the last
+  commit (growth while streaming: what a long job would accumulate), Ray's object-store use and the
+  whole process tree's PSS (driver + Ray's daemons and workers, shared pages counted once), sampled every
+  0.25 s.
 
 MAT runs with random weights at 256² (the 512² network takes ~7 s per image on a 2-core CPU); speed does
 not depend on the weights' values.
@@ -136,6 +139,11 @@ def _tree_cpu_seconds(root_pid: int) -> float:
     return total / ticks
 
 
+def driver_private_bytes() -> int:
+    """This process's private memory (RSS less the pages it shares: libraries, the object store's mapping)."""
+    return sum(_proc_kib(os.getpid(), "smaps_rollup", field) for field in ("Private_Clean", "Private_Dirty")) * 1024
+
+
 class MemorySampler:
     """Peak driver RSS, process-tree PSS (Linux /proc) and Ray object-store use, sampled in a thread.
 
@@ -147,6 +155,7 @@ class MemorySampler:
     def __init__(self, interval_s: float = 0.25) -> None:
         self.interval_s = interval_s
         self.peak_driver_rss = 0
+        self.peak_driver_private = 0
         self.peak_tree_pss = 0
         self.peak_object_store = 0
         self._stop = threading.Event()
@@ -155,6 +164,7 @@ class MemorySampler:
     def _sample(self) -> None:
         me = os.getpid()
         self.peak_driver_rss = max(self.peak_driver_rss, _proc_kib(me, "status", "VmRSS") * 1024)
+        self.peak_driver_private = max(self.peak_driver_private, driver_private_bytes())
         total = sum(_proc_kib(pid, "smaps_rollup", "Pss") for pid in _proc_tree(me)) * 1024
         self.peak_tree_pss = max(self.peak_tree_pss, total)
         import ray
@@ -238,9 +248,15 @@ def end_to_end(images_dir: Path, masks_dir: Path, output: Path, engine: str, che
     run_job(job(warm, output.parent / f"{output.name}-warm-out"))
     config = job(images_dir, output)
     commits: list[tuple[float, int]] = []
+    private_at_commit: list[int] = []  # the driver's own memory as shards commit: does it grow with rows?
+
+    def committed(stats: object) -> None:
+        commits.append((time.perf_counter(), stats.rows))
+        private_at_commit.append(driver_private_bytes())
+
     with MemorySampler() as memory:
         start, cpu_start = time.perf_counter(), _tree_cpu_seconds(os.getpid())
-        report = run_job(config, on_commit=lambda stats: commits.append((time.perf_counter(), stats.rows)))
+        report = run_job(config, on_commit=committed)
         # Idle workers are kept alive (see _measure), so the tree still holds everyone who worked.
         elapsed, cpu = time.perf_counter() - start, _tree_cpu_seconds(os.getpid()) - cpu_start
     ray.shutdown()
@@ -253,7 +269,9 @@ def end_to_end(images_dir: Path, masks_dir: Path, output: Path, engine: str, che
         "images": report.total_rows, "ok": report.counts["ok"], "seconds": elapsed,
         "images_per_s": report.total_rows / elapsed, "steady_images_per_s": steady_rate(commits),
         "model_busy": inpaint_seconds / elapsed, "cpu_s_per_image": cpu / report.total_rows,
-        "peak_driver_rss": memory.peak_driver_rss, "peak_tree_pss": memory.peak_tree_pss,
+        "peak_driver_rss": memory.peak_driver_rss, "peak_driver_private": memory.peak_driver_private,
+        "private_first_commit": private_at_commit[0], "private_last_commit": private_at_commit[-1],
+        "peak_tree_pss": memory.peak_tree_pss,
         "peak_object_store": memory.peak_object_store,
     }
 
@@ -358,8 +376,8 @@ def main() -> None:
           f"timing), shard size {args.shard_size}\n")
     print("| engine | images | size | model-only img/s | end-to-end img/s (wall) | ratio | end-to-end img/s "
           "(steady) | ratio | model busy in job | CPU-s/img model → job | model / job CPU | peak driver RSS "
-          "| peak object store | peak tree PSS |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| peak driver private | driver private, first → last commit | peak object store | peak tree PSS |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for engine, count, size, model, e2e in rows:
         steady = e2e["steady_images_per_s"]
         steady_cells = f"{steady:.2f} | {steady / model['images_per_s']:.0%}" if steady else "– | –"
@@ -367,12 +385,17 @@ def main() -> None:
               f"{e2e['images_per_s']:.2f} | {e2e['images_per_s'] / model['images_per_s']:.0%} | {steady_cells} | "
               f"{e2e['model_busy']:.0%} | {model['cpu_s_per_image']:.3f} → {e2e['cpu_s_per_image']:.3f} | "
               f"{model['cpu_s_per_image'] / e2e['cpu_s_per_image']:.0%} | "
-              f"{_mib(e2e['peak_driver_rss'])} | {_mib(e2e['peak_object_store'])} | {_mib(e2e['peak_tree_pss'])} |")
+              f"{_mib(e2e['peak_driver_rss'])} | {_mib(e2e['peak_driver_private'])} | "
+              f"{_mib(e2e['private_first_commit'])} → {_mib(e2e['private_last_commit'])} | "
+              f"{_mib(e2e['peak_object_store'])} | {_mib(e2e['peak_tree_pss'])} |")
     opencv_rows = [row for row in rows if row[0] == "opencv"]
     if len(opencv_rows) >= 2:
         small, large = opencv_rows[0][4], opencv_rows[-1][4]
         print(f"\nmemory {opencv_rows[0][1]} → {opencv_rows[-1][1]} images: driver RSS "
-              f"{large['peak_driver_rss'] / small['peak_driver_rss'] - 1:+.1%}, object store "
+              f"{large['peak_driver_rss'] / small['peak_driver_rss'] - 1:+.1%}, driver private "
+              f"{large['peak_driver_private'] / small['peak_driver_private'] - 1:+.1%} (while streaming the "
+              f"{opencv_rows[-1][1]}: {large['private_last_commit'] / large['private_first_commit'] - 1:+.1%} from the "
+              f"first commit to the last), object store "
               f"{large['peak_object_store'] / max(small['peak_object_store'], 1) - 1:+.1%}, process tree PSS "
               f"{large['peak_tree_pss'] / small['peak_tree_pss'] - 1:+.1%}")
 
