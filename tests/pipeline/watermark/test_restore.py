@@ -135,3 +135,34 @@ def test_the_stage_inverts_a_faint_watermark_the_template_missed_and_leaves_clea
         assert footprint_psnr(out["restored"][index], data.clean[index], data.alpha[index]) > 30
     assert not np.asarray(out["hole"][3]).any() and not out["engine"][3]
     assert out["hole_ratio"][3] == 0
+
+
+def test_the_matte_is_asked_at_the_fits_size_and_offset_when_the_best_match_is_elsewhere():
+    """A faint watermark whose best template match lies at a wrong place and scale (as for faint logos on
+    busy photos): the row's candidates at the fit's size and offset (details.fit_geometry) are tried too,
+    and the one the matte confirms is inverted; a clean scene with the same candidates is left alone."""
+    from pipeline.watermark.restore import InversionStep
+
+    data = blend(scenes(3, seed=9), opacity=0.3, jitter=0)
+    step = InversionStep(exact_matte(data.coverage, 0.3, (255, 255, 255)))
+
+    def details(y: int, x: int) -> str:
+        return json.dumps({"method": "consistent", "boxes": [], "details": {
+            "matched": False, "scale": 1.12, "best_yx": [y - 14, x + 9],
+            "fit_geometry": [[y + 9, x - 9, 1.0], [y + 1, x - 1, 1.0]]}})
+
+    for index in range(3):
+        y, x = data.offsets[index]
+        # The wrong best match alone does not confirm it.
+        wrong = json.dumps({"method": "consistent", "details": {"matched": False, "scale": 1.12, "best_yx": [y - 14, x + 9]}})
+        assert step.confirm_unmatched(data.marked[index], "consistent", wrong) is None
+        found = step.confirm_unmatched(data.marked[index], "consistent", details(y, x))
+        assert found is not None
+        hole, outcome = found
+        assert hole[data.alpha[index] > 1 / 255].all()
+        assert footprint_psnr(outcome.image, data.clean[index], data.alpha[index]) > 35
+        assert step.confirm_unmatched(data.clean[index], "consistent", details(y, x)) is None
+        # Other mask methods and matched rows are not this path.
+        assert step.confirm_unmatched(data.marked[index], "text", details(y, x)) is None
+        matched = json.dumps({"method": "consistent", "details": {"matched": True, "fit_geometry": [[y, x, 1.0]]}})
+        assert step.confirm_unmatched(data.marked[index], "consistent", matched) is None
