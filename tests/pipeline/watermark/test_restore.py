@@ -166,3 +166,23 @@ def test_the_matte_is_asked_at_the_fits_size_and_offset_when_the_best_match_is_e
         assert step.confirm_unmatched(data.marked[index], "text", details(y, x)) is None
         matched = json.dumps({"method": "consistent", "details": {"matched": True, "fit_geometry": [[y, x, 1.0]]}})
         assert step.confirm_unmatched(data.marked[index], "consistent", matched) is None
+
+
+def test_the_stage_inverts_a_faint_watermark_found_at_the_fits_size_and_offset():
+    """The job's path: an unmatched consistent row whose best match is elsewhere but whose fit-geometry
+    candidate lies on the watermark is inverted by the inpainting stage, and its mask says so."""
+    data = blend(scenes(2, seed=13), opacity=0.3, jitter=0)
+    details = []
+    for y, x in data.offsets:
+        details.append(json.dumps({"method": "consistent", "boxes": [], "scores": [], "hole_ratio": 0.0, "details": {
+            "matched": False, "scale": 0.88, "best_yx": [y + 12, x - 15], "fit_geometry": [[y, x + 1, 1.0]]}}))
+    empty = np.zeros(data.marked[0].shape[:2], bool)
+    batch = {"id": objects(["a", "b"]), "status": objects([""] * 2), "error": objects([""] * 2),
+             "image": objects(data.marked), "hole": objects([empty] * 2), "hole_ratio": np.zeros(2),
+             "mask_method": objects(["consistent"] * 2), "mask_details": objects(details)}
+    out = InpaintStage(EngineConfig(name="opencv"), template_npz=_template_npz(data.coverage, 0.3))(batch)
+    for index in range(2):
+        assert out["engine"][index] in ("invert", "invert+opencv")
+        assert np.asarray(out["hole"][index])[data.alpha[index] > 1 / 255].all()
+        assert json.loads(out["mask_details"][index])["details"]["matched"] == "matte"
+        assert footprint_psnr(out["restored"][index], data.clean[index], data.alpha[index]) > 30
