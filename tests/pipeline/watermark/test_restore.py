@@ -186,3 +186,20 @@ def test_the_stage_inverts_a_faint_watermark_found_at_the_fits_size_and_offset()
         assert np.asarray(out["hole"][index])[data.alpha[index] > 1 / 255].all()
         assert json.loads(out["mask_details"][index])["details"]["matched"] == "matte"
         assert footprint_psnr(out["restored"][index], data.clean[index], data.alpha[index]) > 30
+
+
+def test_a_candidate_a_few_pixels_off_is_scanned_onto_the_watermark():
+    """The matte's energy has a narrow basin (about ±1.5 px for a thin logo); an unmatched image's
+    candidates, a few px apart, are scanned in whole pixels first, so a start 3 px off diagonally still
+    confirms the faint watermark, while the clean scene scanned the same way is left alone."""
+    from pipeline.watermark import Placement
+    from pipeline.watermark.restore import InversionStep
+
+    data = blend(scenes(3, seed=17), opacity=0.3, jitter=0)
+    step = InversionStep(exact_matte(data.coverage, 0.3, (255, 255, 255)))
+    for index in range(3):
+        y, x = data.offsets[index]
+        found = step.invert_unmatched(data.marked[index], Placement(float(y + 3), float(x - 3)))
+        assert found is not None
+        assert footprint_psnr(found[1].image, data.clean[index], data.alpha[index]) > 35
+        assert step.invert_unmatched(data.clean[index], Placement(float(y + 3), float(x - 3))) is None
