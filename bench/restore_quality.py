@@ -9,16 +9,16 @@ on the footprint's bounding box) against the clean photo, for:
     leave     the watermarked image as it is
     opencv    OpenCV Telea inpainting of the TRUE footprint (dilated 2 px)
     mat       MAT inpainting of the true footprint (only when a checkpoint resolves)
-    invert    our inversion from the FITTED template and matte, as the job runs it (OpenCV for what
-              inversion hands back; images the consistent fit does not match are left as they are);
+    invert    our inversion from the FITTED template and matte, the job's code path (InpaintStage):
+              matched images inverted in their hole, OpenCV for what inversion hands back; images the
+              template did not match are asked about by the matte at the candidates their mask records
+              (best match, best matches at the fit's size and offset: InversionStep.confirm_unmatched)
+              and inverted where it confirms the watermark, else left as they are;
               `inverted` = share of footprint pixels recovered by inversion
-    invert matched  the same, over the images the consistent fit matched only (the inversion's own
-              quality, without the detection misses); the `invert` note gives the unmatched images'
-              matte gain (share of gradient energy the undo removes at the best sub-threshold match)
-              next to the clean photo's at the same place
-    invert+matte check  `invert`, plus the images the fit did not match restored where the matte
-              confirms the watermark at the generator's best sub-threshold match
-              (InversionStep.invert_unmatched; not wired into the job yet)
+    invert matched  the same, over the images the consistent template matched only (the inversion's
+              own quality, without the detection misses); the `invert` note gives how many unmatched
+              images the matte confirmed and their matte gain (share of gradient energy the undo
+              removes) next to the clean photo's at the same candidates
 
     PYTHONPATH=. /work/main/.venv/bin/python bench/restore_quality.py [--split holdout|dev|all]
         [--opacity 0.3 0.5 ...] [--jpeg 95 75] [--jitter on off] [--colors white black orange]
@@ -128,10 +128,10 @@ def run_condition(photos, coverage, color_name, opacity, quality, jitter, engine
         fit_note = f"fit {time.perf_counter() - started:.0f}s, matte from {fit.images_used}"
     except Exception as exc:  # noqa: BLE001 - a refused fit is a result of the bench, not a crash
         step, fit_note = None, f"fit refused: {exc}"[:200]
-    rows: dict[str, list[tuple[float, float]]] = {"leave": [], "opencv": [], "mat": [], "invert": [], "invert matched": [],
-                                                 "invert+matte check": []}
+    rows: dict[str, list[tuple[float, float]]] = {"leave": [], "opencv": [], "mat": [], "invert": [], "invert matched": []}
     inverted_share: list[float] = []
     missed_gain: list[tuple[float, float]] = []  # (watermarked, clean) matte gain where the fit did not match
+    confirmed = 0
     post = default_postprocess("consistent")
     for index, sample in enumerate(samples):
         rows["leave"].append(scores(sample.marked, sample))
@@ -144,35 +144,41 @@ def run_condition(photos, coverage, color_name, opacity, quality, jitter, engine
             continue
         footprint = sample.alpha > 0.01
         mask = postprocess(generator(sample.marked), post)
-        outcome = step(sample.marked, mask.hole, "consistent", _provenance_json(mask)) if mask.hole.any() else None
+        details = _provenance_json(mask)
+        # The job's path (InpaintStage): a matched row is inverted in its hole; an unmatched one is asked
+        # about by the matte at the candidates its mask recorded and, where confirmed, inverted there.
+        hole, outcome = mask.hole, None
+        if mask.hole.any():
+            outcome = step(sample.marked, mask.hole, "consistent", details)
+        else:
+            missed_gain.append(_missed_gains(step, sample, details))
+            found = step.confirm_unmatched(sample.marked, "consistent", details)
+            if found is not None:
+                hole, outcome = found
+                confirmed += 1
         restored = sample.marked
         if outcome is not None and outcome.inverted_px:
             restored = outcome.image
             if outcome.inpaint_hole.any():
                 restored = engines["opencv"].inpaint([restored], [outcome.inpaint_hole], [index])[0]
-            recovered = mask.hole & ~outcome.inpaint_hole & footprint
+            recovered = hole & ~outcome.inpaint_hole & footprint
             inverted_share.append(float(recovered.sum() / max(int(footprint.sum()), 1)))
-        elif mask.hole.any():
-            restored = engines["opencv"].inpaint([sample.marked], [mask.hole], [index])[0]
+        elif hole.any():
+            restored = engines["opencv"].inpaint([sample.marked], [hole], [index])[0]
             inverted_share.append(0.0)
         else:
             inverted_share.append(0.0)
-            missed_gain.append(_missed_gains(generator, step.matte, sample))
         rows["invert"].append(scores(restored, sample))
         if mask.hole.any():
             rows["invert matched"].append(rows["invert"][-1])
-            rows["invert+matte check"].append(rows["invert"][-1])
-        else:
-            rows["invert+matte check"].append(scores(_rescued(generator, step, sample, engines["opencv"], index), sample))
     condition = f"{color_name} α{opacity:.1f} q{quality} jit {'on' if jitter else 'off'}"
     matched = len(rows["invert matched"])
-    rescued = [sum(gain >= step.config.min_gain for gain, _ in missed_gain)] if step is not None else [0]
     miss_note = ""
     if missed_gain:
         marked_gain, clean_gain = np.median(np.asarray(missed_gain), axis=0)
         clean_max = max(clean for _, clean in missed_gain)
-        miss_note = (f"; unmatched: median matte gain {marked_gain:.3f} (clean photos at the same place: median "
-                     f"{clean_gain:.3f}, max {clean_max:.3f})")
+        miss_note = (f"; unmatched: {confirmed}/{len(missed_gain)} confirmed by the matte, median matte gain "
+                     f"{marked_gain:.3f} (clean photos at the same candidates: median {clean_gain:.3f}, max {clean_max:.3f})")
     out = []
     for name, values in rows.items():
         if not values:
@@ -183,38 +189,24 @@ def run_condition(photos, coverage, color_name, opacity, quality, jitter, engine
             note = f"inverted {np.mean(inverted_share):.0%} of the footprint; matched {matched}/{len(samples)}; {fit_note}{miss_note}"
         elif name == "invert matched":
             note = f"only the {matched} images the consistent fit matched"
-        elif name == "invert+matte check":
-            note = f"unmatched images inverted where the matte confirms the watermark: {rescued[0]}/{len(samples) - matched}"
         out.append((condition, name, float(np.mean(psnr_values)), float(np.min(psnr_values)), float(np.mean(ssim_values)), note))
     return out
 
 
-def _rescued(generator, step: InversionStep, sample: Sample, opencv, index: int) -> np.ndarray:
-    """An image the consistent fit did not match, restored by the matte's second opinion
-    (InversionStep.invert_unmatched at the generator's best sub-threshold match), else left as is."""
-    from pipeline.watermark.matte import Placement as MattePlacement
-
-    found = generator.locate(sample.marked)
-    result = step.invert_unmatched(sample.marked, MattePlacement(float(round(found.y)), float(round(found.x)), float(found.scale)))
-    if result is None:
-        return sample.marked
-    _, outcome = result
-    if outcome.inpaint_hole.any():
-        return opencv.inpaint([outcome.image], [outcome.inpaint_hole], [index])[0]
-    return outcome.image
-
-
-def _missed_gains(generator, matte, sample: Sample) -> tuple[float, float]:
+def _missed_gains(step: InversionStep, sample: Sample, details: str) -> tuple[float, float]:
     """For an image the consistent fit did not match: the share of gradient energy the matte's undo
-    removes at the generator's best (below-threshold) match, in the watermarked and in the clean photo.
-    A clear gap says the watermark was there and findable (a detection miss, not an inversion limit)."""
-    from pipeline.watermark.align import align_watermark
-    from pipeline.watermark.matte import Placement as MattePlacement
+    removes at the best of the candidates its mask recorded (what `confirm_unmatched` tests), in the
+    watermarked and in the clean photo. A clear gap says the watermark was there and findable."""
+    import json
 
-    found = generator.locate(sample.marked)
-    start = MattePlacement(float(round(found.y)), float(round(found.x)), float(found.scale))
-    return (align_watermark(sample.marked, matte, start).gain,
-            align_watermark(np.ascontiguousarray(sample.clean), matte, start).gain)
+    from pipeline.watermark.restore import best_alignment, unmatched_candidates_from_provenance
+
+    candidates = unmatched_candidates_from_provenance(json.loads(details))
+    if not candidates:
+        return 0.0, 0.0
+    marked = best_alignment(sample.marked, step.matte, candidates)
+    clean = best_alignment(np.ascontiguousarray(sample.clean), step.matte, candidates)
+    return marked.gain, clean.gain
 
 
 def _provenance_json(mask) -> str:

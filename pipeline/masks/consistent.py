@@ -65,6 +65,12 @@ _PRESENCE_SHARE = 0.4
 _FRAME_QUALITY_TIE = 0.08
 # A "watermark" covering more of the frame than this is the scenes' shared structure, not an overlay.
 _MAX_TEMPLATE_SHARE = 0.6
+# An image the template did not match is searched again at the fit images' own sizes and offsets, this
+# share of the frame side around them; up to this many candidates, at least `_GEOMETRY_APART` of the frame
+# side from each other (see `locate_at_fit_geometry`).
+_GEOMETRY_MARGIN = 0.004
+_GEOMETRY_CANDIDATES = 4
+_GEOMETRY_APART = 0.006
 
 
 @dataclass(frozen=True)
@@ -356,6 +362,31 @@ def _match(resized: np.ndarray, origin: tuple[int, int], matcher: _Matcher, wind
         if np.isfinite(peak) and peak > best[0]:
             best = (float(peak), y0 + py, x0 + px, scale)
     return best
+
+
+def _match_peaks(resized: np.ndarray, origin: tuple[int, int], matcher: _Matcher, window: tuple[int, int, int, int],
+                 scales: tuple[float, ...], count: int, apart: float) -> list[tuple[float, int, int, float]]:
+    """Up to `count` (score, y, x, scale) best template matches in `window` (as `_match`), best first, each
+    at least `apart` frame pixels (in y or x) from the ones before it."""
+    y0, x0, y1, x1 = window
+    height, width = matcher.shape
+    largest = max(scales)
+    region_h, region_w = y1 - y0 + round(height * largest) + 2, x1 - x0 + round(width * largest) + 2
+    region = _crop_replicate(resized, origin[0] + y0, origin[1] + x0, region_h, region_w)
+    field_ = orientation_field(color_gradients(region), blur=matcher.blur)
+    found: list[tuple[float, int, int, float]] = []
+    for scale in scales:
+        scores = cv2.matchTemplate(field_, matcher.scaled(scale), cv2.TM_CCOEFF_NORMED)[: y1 - y0 + 1, : x1 - x0 + 1]
+        scores = np.where(np.isfinite(scores), scores, -1.0)
+        found.extend((float(scores[py, px]), y0 + int(py), x0 + int(px), scale) for py, px in zip(*np.nonzero(scores > -1.0)))
+    found.sort(key=lambda item: -item[0])
+    peaks: list[tuple[float, int, int, float]] = []
+    for candidate in found:
+        if all(abs(candidate[1] - p[1]) >= apart or abs(candidate[2] - p[2]) >= apart for p in peaks):
+            peaks.append(candidate)
+            if len(peaks) == count:
+                break
+    return peaks
 
 
 def _geometry_spread(alignment: _Alignment, resolution: float, shapes: list[tuple[int, int]]) -> float:
@@ -729,6 +760,34 @@ class ConsistentWatermarkGenerator(BatchMixin):
                                     _scale_grid(self.config.scale_range, 11))
         return framed.to_placement(score, score >= self.template.match_threshold, (float(y), float(x)), scale)
 
+    def locate_at_fit_geometry(self, image: np.ndarray, count: int = _GEOMETRY_CANDIDATES) -> list[Placement]:
+        """Up to `count` separate best matches of the template at the size and place the fit images had
+        it (their frame scales and top-left offsets, ± `_GEOMETRY_MARGIN` of the frame side), best first.
+
+        For an image the template did not match: a faint watermark correlates too weakly with the
+        template to win the full search, whose best match then often lies at a wrong scale or place; where
+        the fit says the watermark keeps one size and one offset from its anchor, the candidates there are
+        what the watermark's matte should be asked about (pipeline.watermark.restore). Scores are not
+        thresholded here (`present` says whether one clears the template's threshold all the same).
+        """
+        check_image(image)
+        if self.template is None:
+            raise MaskGenerationError("the consistent generator must be fitted first (call fit(images))")
+        template = self.template
+        if template.offsets.size == 0:
+            return []
+        framed = _FramedImage.of(image, template.frame)
+        low, high = float(np.min(template.scales)), float(np.max(template.scales))
+        scales = (float(np.median(template.scales)),) if high / low < 1.01 else tuple(
+            float(s) for s in np.geomspace(low, high, 3))
+        margin = max(1, round(_GEOMETRY_MARGIN * template.frame.resolution))
+        window = (int(np.floor(template.offsets[:, 0].min())) - margin, int(np.floor(template.offsets[:, 1].min())) - margin,
+                  int(np.ceil(template.offsets[:, 0].max())) + margin, int(np.ceil(template.offsets[:, 1].max())) + margin)
+        apart = max(2.0, _GEOMETRY_APART * template.frame.resolution)
+        peaks = _match_peaks(framed.resized, framed.origin, self._matcher, window, scales, count, apart)
+        return [framed.to_placement(score, score >= template.match_threshold, (float(y), float(x)), scale)
+                for score, y, x, scale in peaks]
+
     def __call__(self, image: np.ndarray, *, key: str | None = None) -> MaskResult:
         """image: uint8 H×W×3. Hole = template support at its best match, or empty if the score is low."""
         placement = self.locate(image)
@@ -740,6 +799,10 @@ class ConsistentWatermarkGenerator(BatchMixin):
             # Where the template fitted best all the same: the watermark's matte can still confirm a faint
             # one there (pipeline.watermark.restore, `invert_unmatched`).
             details["best_yx"] = [round(placement.y, 2), round(placement.x, 2)]
+            # And the best matches at the size and offset the fit saw (a faint one's best match is often
+            # elsewhere): [y, x, scale] each, best first.
+            details["fit_geometry"] = [[round(c.y, 2), round(c.x, 2), round(c.scale, 4)]
+                                       for c in self.locate_at_fit_geometry(image)]
             return MaskResult(hole=hole, method=self.method, details=details)
         return MaskResult(hole=hole, method=self.method, boxes=[list(placement.box(self.template.shape))],
                           scores=[placement.score], details=details)

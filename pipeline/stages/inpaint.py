@@ -141,12 +141,13 @@ class InpaintStage:
 
     def _confirm_unmatched(self, batch: Batch) -> dict[int, Any]:
         """Rows whose consistent mask is empty because the template matched below its threshold get a
-        second opinion from the watermark's matte at the best match; where the matte confirms the watermark,
-        the row is inverted there and its hole becomes the footprint touched (the mask column then says so).
+        second opinion from the watermark's matte at the best match and at the fit's size and offset; where
+        the matte confirms the watermark, the row is inverted there and its hole becomes the footprint
+        touched (the mask column then says so).
         Returns those rows' InversionOutcome by index; the batch's hole columns are updated in place."""
         if self.inversion is None or "mask_method" not in batch or "mask_details" not in batch or "hole" not in batch:
             return {}
-        from pipeline.watermark.restore import INVERTIBLE_METHODS, unmatched_placement_from_provenance
+        from pipeline.watermark.restore import INVERTIBLE_METHODS
 
         done = {}
         holes, details = object_column(batch, "hole", None), object_column(batch, "mask_details", "")
@@ -155,15 +156,15 @@ class InpaintStage:
             if text(batch["mask_method"][index]) not in INVERTIBLE_METHODS or np.asarray(holes[index]).any():
                 continue
             try:
-                provenance = json.loads(text(details[index]) or "{}")
-                placement = unmatched_placement_from_provenance(provenance)
-                found = self.inversion.invert_unmatched(batch["image"][index], placement) if placement else None
+                found = self.inversion.confirm_unmatched(batch["image"][index], text(batch["mask_method"][index]),
+                                                         text(details[index]))
             except Exception as exc:  # noqa: BLE001 - the row stays as the mask left it (untouched)
                 log.warning("%s: %s; left untouched", text(batch["id"][index]), stage_error("invert", exc))
                 continue
             if found is None:
                 continue
             hole, outcome = found
+            provenance = json.loads(text(details[index]) or "{}")
             holes[index], ratios[index] = hole, float(hole.mean())
             provenance.setdefault("details", {})["matched"] = "matte"
             provenance["hole_ratio"] = round(float(hole.mean()), 6)

@@ -132,6 +132,18 @@ def align_watermark(image: np.ndarray, matte: WatermarkMatte, placement: Placeme
     return AlignedWatermark(state["best"], float(state["energy"]), float(untouched))
 
 
+def scan_shifts(image: np.ndarray, matte: WatermarkMatte, placement: Placement, radius: int,
+                keep: int = 2) -> list[Placement]:
+    """The `keep` whole-pixel shifts of `placement` within ±`radius` px (y and x) whose undo (at the
+    matte's own opacity) leaves the least gradient energy, best first: starts for `align_watermark`,
+    whose hill-climb only reaches about ±1.5 px (a thin logo's energy has a narrow basin)."""
+    evaluator = _Evaluator(image, matte, placement, reach=radius + 1 + 0.02 * max(matte.shape))
+    start = placement.moved(opacity=1.0)
+    scored = sorted((evaluator.energy(start.moved(dy=float(dy), dx=float(dx))), dy, dx)
+                    for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1))
+    return [placement.moved(dy=float(dy), dx=float(dx)) for _, dy, dx in scored[:keep]]
+
+
 def _scaled_about_centre(placement: Placement, matte: WatermarkMatte, factor: float) -> Placement:
     height, width = matte.shape
     centre_y = (matte.origin[0] + height / 2) * placement.scale

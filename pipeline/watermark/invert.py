@@ -44,6 +44,10 @@ class InversionConfig:
             trusted and the whole hole is inpainted.
         min_gain: an image whose aligned undo removes less than this share of the gradient energy
             around the watermark is not inverted (the watermark is not where it was matched).
+        noise_ratio: the pixels of an α band whose inversion adds more noise than this share of the
+            scene's own variation around the watermark (see `noise_dominated`) are inpainted: there
+            1/(1 − α) has amplified the image's noise (JPEG) beyond what inpainting would get wrong.
+            0 turns the test off.
         iterations: conjugate-gradient iterations of the regularised solve.
     """
 
@@ -55,6 +59,7 @@ class InversionConfig:
     range_margin: float = 24.0
     max_residual: float = 0.3
     min_gain: float = 0.02
+    noise_ratio: float = 0.5
     iterations: int = 60
 
     def __post_init__(self) -> None:
@@ -63,8 +68,8 @@ class InversionConfig:
         if min(self.smoothness, self.outline_smoothness, self.chroma_factor, self.range_margin) < 0 or self.iterations < 1 \
                 or self.edge_level <= 0:
             raise ValueError("smoothness, outline_smoothness, chroma_factor and range_margin must be >= 0, iterations >= 1")
-        if not 0 < self.max_residual <= 1 or not 0 <= self.min_gain < 1:
-            raise ValueError("max_residual must be in (0, 1], min_gain in [0, 1)")
+        if not 0 < self.max_residual <= 1 or not 0 <= self.min_gain < 1 or self.noise_ratio < 0:
+            raise ValueError("max_residual must be in (0, 1], min_gain in [0, 1), noise_ratio >= 0")
 
 
 @dataclass
@@ -108,6 +113,75 @@ def outline_residual(image: np.ndarray, alpha: np.ndarray, exclude: np.ndarray |
     a, b = outline[zone] - outline[zone].mean(), edges[zone] - edges[zone].mean()
     denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum() / denominator) if denominator > 0 else 0.0
+
+
+# α bands in which `noise_dominated` measures the inversion's noise, and the least pixels it measures on.
+_NOISE_BANDS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
+_NOISE_MIN_PIXELS = 24
+# Immerkær's noise operator (two Laplacians): zero on planes, |response|/6 has the noise's σ on white noise.
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def _noise_sigma(values: np.ndarray) -> float:
+    """Robust σ (MAD) of the noise operator's responses `values` (already divided by 6)."""
+    return float(np.median(np.abs(values)) / 0.6745) if values.size else 0.0
+
+
+def _fill_distance(footprint: np.ndarray) -> int:
+    """How far (px) an inpainting must reach into `footprint`: its largest distance to the outside."""
+    inside = np.pad(footprint.astype(np.uint8), 1)
+    return max(1, int(np.ceil(float(cv2.distanceTransform(inside, cv2.DIST_L2, 3).max()))))
+
+
+def _variation_at(values: np.ndarray, where: np.ndarray, lag: int) -> float:
+    """RMS change of `values` (h×w) between pixels `lag` px apart (across and down), both in `where`:
+    how much the scene varies over the distance an inpainting has to guess across."""
+    changes = []
+    for a, b, inside in ((values[:, lag:], values[:, :-lag], where[:, lag:] & where[:, :-lag]),
+                         (values[lag:], values[:-lag], where[lag:] & where[:-lag])):
+        changes.append((a - b)[inside])
+    both = np.concatenate(changes)
+    return float(np.sqrt(np.mean(both * both))) if both.size else 0.0
+
+
+def noise_dominated(direct: np.ndarray, observed: np.ndarray, alpha: np.ndarray, footprint: np.ndarray,
+                    ratio: float) -> np.ndarray:
+    """bool h×w: footprint pixels whose α band is inverted with more noise than inpainting would err.
+
+    The plain division `direct` (float h×w×3) multiplies the image's noise by 1/(1 − α); JPEG noise
+    is largest right at the watermark's own edges (ringing), so it is measured where it is: in each α
+    band, the robust high-frequency level of the division's luma (where α itself is flat, so that the
+    matte's outline does not count) minus that of the scene around the watermark (`observed` where
+    α = 0: scene texture plus noise at 1×). A band whose excess exceeds `ratio` × the scene's RMS
+    change around the watermark over the distance an inpainting has to bridge (the footprint's largest
+    distance to its outside) — about what an inpainting gets wrong — goes to inpainting, and so does
+    every band above it (the amplification only grows with α).
+    """
+    out = np.zeros(alpha.shape, bool)
+    if ratio <= 0 or not footprint.any():
+        return out
+    luma = lambda image: (image @ _TO_YCC[0].astype(np.float32)).astype(np.float32)  # noqa: E731
+    response_direct = cv2.filter2D(luma(direct), cv2.CV_32F, _NOISE_KERNEL) / 6.0
+    observed_luma = luma(observed)
+    response_observed = cv2.filter2D(observed_luma, cv2.CV_32F, _NOISE_KERNEL) / 6.0
+    grown = cv2.dilate((alpha > _ALPHA_FLOOR).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    ring = ~grown
+    ring[:1], ring[-1:], ring[:, :1], ring[:, -1:] = False, False, False, False
+    if ring.sum() < _NOISE_MIN_PIXELS:
+        return out
+    scene_sigma = _noise_sigma(response_observed[ring])
+    scene_spread = _variation_at(observed_luma, ring, _fill_distance(footprint))
+    flat = (cv2.dilate(alpha, np.ones((3, 3), np.uint8)) - cv2.erode(alpha, np.ones((3, 3), np.uint8))) < 0.02
+    for low, high in zip(_NOISE_BANDS[:-1], _NOISE_BANDS[1:]):
+        band = footprint & (alpha > max(low, _ALPHA_FLOOR)) & (alpha <= high)
+        measured = band & flat
+        if measured.sum() < _NOISE_MIN_PIXELS:
+            continue
+        excess = np.sqrt(max(_noise_sigma(response_direct[measured]) ** 2 - scene_sigma**2, 0.0))
+        if excess > ratio * scene_spread:
+            out |= footprint & (alpha > max(low, _ALPHA_FLOOR))
+            break
+    return out
 
 
 # RGB → luma/chroma (JPEG's YCbCr without offsets): compression noise and its amplification hit the
@@ -176,8 +250,9 @@ def invert_watermark(image: np.ndarray, hole: np.ndarray, matte: WatermarkMatte,
     direct = (observed - premultiplied) / np.maximum(keep, 1.0 - config.alpha_max)[..., None]
     footprint = (alpha > _ALPHA_FLOOR) & hole_box
     out_of_range = footprint & ((direct < -config.range_margin) | (direct > 255 + config.range_margin)).any(-1)
+    noisy = noise_dominated(direct, observed, alpha, footprint, config.noise_ratio)
     untrusted = cv2.dilate((saturated | out_of_range).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    untrusted &= footprint
+    untrusted = (untrusted | noisy) & footprint
     fixed = ~footprint
     target = np.where(fixed[..., None], observed, np.clip(direct, 0.0, 255.0))
     solved = _regularised(target, keep, alpha, untrusted, fixed, config)
@@ -193,5 +268,6 @@ def invert_watermark(image: np.ndarray, hole: np.ndarray, matte: WatermarkMatte,
     inpaint[y0:y1, x0:x1] = untrusted
     reason = ""
     if untrusted.any():
-        reason = f"{int(saturated[footprint].sum())} saturated, {int(out_of_range.sum())} out-of-range pixels"
+        reason = (f"{int(saturated[footprint].sum())} saturated, {int(out_of_range.sum())} out-of-range, "
+                  f"{int(noisy.sum())} noise-dominated pixels")
     return InversionResult(restored, inverted, inpaint, residual, reason)

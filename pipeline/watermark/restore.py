@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import cv2
 import numpy as np
 
-from .align import align_watermark
+from .align import AlignedWatermark, align_watermark, scan_shifts
 from .invert import InversionConfig, invert_watermark
 from .matte import Placement, WatermarkMatte, load_matte
 
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 INVERT_MODES = ("auto", "off")
 # Mask methods whose masks come with the watermark's placement and a matte estimated with them.
 INVERTIBLE_METHODS = ("consistent",)
+# An unmatched image's candidates (template matches a few px apart, ± the fit's margin) are scanned this
+# far in whole pixels before alignment: the matte's energy has a basin of only about ±1.5 px.
+UNMATCHED_SCAN_PX = 3
 
 
 def inversion_config(options: Mapping[str, Any] | None) -> InversionConfig:
@@ -49,11 +52,40 @@ def placement_from_provenance(provenance: Mapping[str, Any]) -> Placement | None
 
 def unmatched_placement_from_provenance(provenance: Mapping[str, Any]) -> Placement | None:
     """The consistent generator's best match in an image it did not match (details.best_yx), or None."""
+    candidates = unmatched_candidates_from_provenance(provenance)
+    return candidates[0] if candidates else None
+
+
+def unmatched_candidates_from_provenance(provenance: Mapping[str, Any]) -> list[Placement]:
+    """Where to ask the matte about an image the consistent generator did not match: its best match
+    anywhere (details.best_yx, at details.scale), then its best matches at the size and offset the fit
+    images had (details.fit_geometry: [y, x, scale] each). Empty for a matched image or no record."""
     details = provenance.get("details") or {}
+    if details.get("matched") is not False:
+        return []
+    candidates = []
     best = details.get("best_yx")
-    if details.get("matched") is not False or not best:
-        return None
-    return Placement(y=float(best[0]), x=float(best[1]), scale=float(details.get("scale", 1.0)))
+    if best:
+        candidates.append(Placement(y=float(best[0]), x=float(best[1]), scale=float(details.get("scale", 1.0))))
+    for entry in details.get("fit_geometry") or []:
+        candidates.append(Placement(y=float(entry[0]), x=float(entry[1]), scale=float(entry[2])))
+    return candidates
+
+
+def best_alignment(image: np.ndarray, matte: WatermarkMatte, candidates: Placement | Sequence[Placement],
+                   scan_px: int = 0) -> AlignedWatermark | None:
+    """The matte aligned at each candidate start (`align_watermark`); the one whose undo removes the most
+    gradient energy (highest gain), or None without candidates. With `scan_px`, each candidate is first
+    scanned ±`scan_px` whole pixels (`scan_shifts`) and aligned from its best shifts."""
+    starts = [candidates] if isinstance(candidates, Placement) else list(candidates)
+    if scan_px > 0:
+        starts = [shifted for start in starts for shifted in scan_shifts(image, matte, start, scan_px)]
+    best: AlignedWatermark | None = None
+    for start in starts:
+        aligned = align_watermark(image, matte, start)
+        if best is None or aligned.gain > best.gain:
+            best = aligned
+    return best
 
 
 @dataclass
@@ -97,11 +129,24 @@ class InversionStep:
         aligned = align_watermark(image, self.matte, placement)
         return self._outcome(image, hole, aligned)
 
-    def invert_unmatched(self, image: np.ndarray, best_match: Placement) -> tuple[np.ndarray, InversionOutcome] | None:
+    def confirm_unmatched(self, image: np.ndarray, mask_method: str,
+                          mask_details: str) -> tuple[np.ndarray, InversionOutcome] | None:
+        """`invert_unmatched` for one row whose consistent mask is empty (the template matched below its
+        threshold), at the candidates its mask details record; None when the row is not such a row or
+        the matte does not confirm the watermark. The inpainting stage and bench/restore_quality.py
+        both come through here."""
+        if mask_method not in INVERTIBLE_METHODS:
+            return None
+        candidates = unmatched_candidates_from_provenance(json.loads(mask_details) if mask_details else {})
+        return self.invert_unmatched(image, candidates) if candidates else None
+
+    def invert_unmatched(self, image: np.ndarray,
+                         candidates: Placement | Sequence[Placement]) -> tuple[np.ndarray, InversionOutcome] | None:
         """A second opinion for an image the consistent generator did not match (its template score fell
-        below the presence threshold): undo the matte at the generator's best match `best_match`; if
-        the undo removes at least `min_gain` of the gradient energy there — the same test that tells
-        the matte estimation which images carry the watermark — the watermark is there and is inverted.
+        below the presence threshold): undo the matte at each candidate placement (the generator's best
+        match, and its best matches at the fit's size and offset) and keep the one that removes the most
+        gradient energy; if that is at least `min_gain` — the same test that tells the matte estimation
+        which images carry the watermark — the watermark is there and is inverted.
 
         Returns (hole, outcome): hole, bool H×W, the matte's footprint at the refined placement (dilated
         by a pixel, what the row's mask must then say was touched); None when the matte does not
@@ -111,8 +156,8 @@ class InversionStep:
         whose 0.3-opacity logo the match missed, the undo removed a median 8 % of the energy, against
         0 % at the same place in the clean photos (bench/restore_quality.py, dev split).
         """
-        aligned = align_watermark(image, self.matte, best_match)
-        if aligned.gain < self.config.min_gain:
+        aligned = best_alignment(image, self.matte, candidates, scan_px=UNMATCHED_SCAN_PX)
+        if aligned is None or aligned.gain < self.config.min_gain:
             return None
         box = self.matte.image_box(aligned.placement, image.shape[:2])
         alpha, _ = self.matte.placed(aligned.placement, box)

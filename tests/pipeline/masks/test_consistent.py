@@ -226,3 +226,26 @@ def test_the_fit_does_not_depend_on_the_order_of_its_images(dataset):
     assert [p.present for p in first.report.placements] == [False, False] + [True] * 10
     assert [p.score for p in second.report.placements] == [first.report.placements[i].score for i in order]
     assert not first(clean[0]).hole.any() and not first(clean[1]).hole.any()
+
+
+def test_an_unmatched_image_records_candidates_at_the_fits_size_and_offset(fitted, photo):
+    """A faint logo (opacity 0.1, below what the template matches) at the fit's usual place: the mask
+    stays empty, but its details carry the best matches at the size and offset the fit images had, one
+    of them on the logo (the watermark's matte confirms it later, pipeline.watermark.restore)."""
+    alpha = logo_alpha()
+    scene = scenes(photo, 1, SHAPE, seed=41)[0]
+    top_left = (SHAPE[0] - alpha.shape[0] - 10, SHAPE[1] - alpha.shape[1] - 10)
+    faint, _ = paint_logo(scene, alpha, top_left, opacity=0.1)
+    plain, _ = paint_logo(scene, alpha, top_left, opacity=0.6)
+    truth = fitted.locate(plain)  # the template's own top-left at this logo
+    assert truth.present
+    result = fitted(faint)
+    assert not result.details["matched"] and not result.hole.any()
+    candidates = result.details["fit_geometry"]
+    assert 1 <= len(candidates) <= 4
+    # All at the fit images' scale (one image size here: 1) and within their offsets (±5 px jitter).
+    for y, x, scale in candidates:
+        assert abs(scale - truth.scale) < 0.02 and abs(y - truth.y) <= 12 and abs(x - truth.x) <= 12
+    assert min(abs(y - truth.y) + abs(x - truth.x) for y, x, _ in candidates) <= 2
+    # A matched image records none: its placement is the match itself.
+    assert "fit_geometry" not in fitted(plain).details

@@ -135,3 +135,71 @@ def test_the_stage_inverts_a_faint_watermark_the_template_missed_and_leaves_clea
         assert footprint_psnr(out["restored"][index], data.clean[index], data.alpha[index]) > 30
     assert not np.asarray(out["hole"][3]).any() and not out["engine"][3]
     assert out["hole_ratio"][3] == 0
+
+
+def test_the_matte_is_asked_at_the_fits_size_and_offset_when_the_best_match_is_elsewhere():
+    """A faint watermark whose best template match lies at a wrong place and scale (as for faint logos on
+    busy photos): the row's candidates at the fit's size and offset (details.fit_geometry) are tried too,
+    and the one the matte confirms is inverted; a clean scene with the same candidates is left alone."""
+    from pipeline.watermark.restore import InversionStep
+
+    data = blend(scenes(3, seed=9), opacity=0.3, jitter=0)
+    step = InversionStep(exact_matte(data.coverage, 0.3, (255, 255, 255)))
+
+    def details(y: int, x: int) -> str:
+        return json.dumps({"method": "consistent", "boxes": [], "details": {
+            "matched": False, "scale": 1.12, "best_yx": [y - 14, x + 9],
+            "fit_geometry": [[y + 9, x - 9, 1.0], [y + 1, x - 1, 1.0]]}})
+
+    for index in range(3):
+        y, x = data.offsets[index]
+        # The wrong best match alone does not confirm it.
+        wrong = json.dumps({"method": "consistent", "details": {"matched": False, "scale": 1.12, "best_yx": [y - 14, x + 9]}})
+        assert step.confirm_unmatched(data.marked[index], "consistent", wrong) is None
+        found = step.confirm_unmatched(data.marked[index], "consistent", details(y, x))
+        assert found is not None
+        hole, outcome = found
+        assert hole[data.alpha[index] > 1 / 255].all()
+        assert footprint_psnr(outcome.image, data.clean[index], data.alpha[index]) > 35
+        assert step.confirm_unmatched(data.clean[index], "consistent", details(y, x)) is None
+        # Other mask methods and matched rows are not this path.
+        assert step.confirm_unmatched(data.marked[index], "text", details(y, x)) is None
+        matched = json.dumps({"method": "consistent", "details": {"matched": True, "fit_geometry": [[y, x, 1.0]]}})
+        assert step.confirm_unmatched(data.marked[index], "consistent", matched) is None
+
+
+def test_the_stage_inverts_a_faint_watermark_found_at_the_fits_size_and_offset():
+    """The job's path: an unmatched consistent row whose best match is elsewhere but whose fit-geometry
+    candidate lies on the watermark is inverted by the inpainting stage, and its mask says so."""
+    data = blend(scenes(2, seed=13), opacity=0.3, jitter=0)
+    details = []
+    for y, x in data.offsets:
+        details.append(json.dumps({"method": "consistent", "boxes": [], "scores": [], "hole_ratio": 0.0, "details": {
+            "matched": False, "scale": 0.88, "best_yx": [y + 12, x - 15], "fit_geometry": [[y, x + 1, 1.0]]}}))
+    empty = np.zeros(data.marked[0].shape[:2], bool)
+    batch = {"id": objects(["a", "b"]), "status": objects([""] * 2), "error": objects([""] * 2),
+             "image": objects(data.marked), "hole": objects([empty] * 2), "hole_ratio": np.zeros(2),
+             "mask_method": objects(["consistent"] * 2), "mask_details": objects(details)}
+    out = InpaintStage(EngineConfig(name="opencv"), template_npz=_template_npz(data.coverage, 0.3))(batch)
+    for index in range(2):
+        assert out["engine"][index] in ("invert", "invert+opencv")
+        assert np.asarray(out["hole"][index])[data.alpha[index] > 1 / 255].all()
+        assert json.loads(out["mask_details"][index])["details"]["matched"] == "matte"
+        assert footprint_psnr(out["restored"][index], data.clean[index], data.alpha[index]) > 30
+
+
+def test_a_candidate_a_few_pixels_off_is_scanned_onto_the_watermark():
+    """The matte's energy has a narrow basin (about ±1.5 px for a thin logo); an unmatched image's
+    candidates, a few px apart, are scanned in whole pixels first, so a start 3 px off diagonally still
+    confirms the faint watermark, while the clean scene scanned the same way is left alone."""
+    from pipeline.watermark import Placement
+    from pipeline.watermark.restore import InversionStep
+
+    data = blend(scenes(3, seed=17), opacity=0.3, jitter=0)
+    step = InversionStep(exact_matte(data.coverage, 0.3, (255, 255, 255)))
+    for index in range(3):
+        y, x = data.offsets[index]
+        found = step.invert_unmatched(data.marked[index], Placement(float(y + 3), float(x - 3)))
+        assert found is not None
+        assert footprint_psnr(found[1].image, data.clean[index], data.alpha[index]) > 35
+        assert step.invert_unmatched(data.clean[index], Placement(float(y + 3), float(x - 3))) is None
