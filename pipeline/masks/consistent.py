@@ -343,16 +343,23 @@ class _Matcher:
         return self._cache[scale]
 
 
+def _window_field(resized: np.ndarray, origin: tuple[int, int], matcher: _Matcher, window: tuple[int, int, int, int],
+                  largest: float) -> np.ndarray:
+    """Orientation field of the part of `resized` that templates (up to scale `largest`) with their top-left
+    in `window` can cover; edges replicated where the window leaves the image."""
+    y0, x0, y1, x1 = window
+    height, width = matcher.shape
+    region_h, region_w = y1 - y0 + round(height * largest) + 2, x1 - x0 + round(width * largest) + 2
+    region = _crop_replicate(resized, origin[0] + y0, origin[1] + x0, region_h, region_w)
+    return orientation_field(color_gradients(region), blur=matcher.blur)
+
+
 def _match(resized: np.ndarray, origin: tuple[int, int], matcher: _Matcher, window: tuple[int, int, int, int],
            scales: tuple[float, ...]) -> tuple[float, int, int, float]:
     """Best (score, y, x, scale) of the template with its top-left in `window` = (y0, x0, y1, x1) frame
     coordinates (relative to `origin`) of the frame-scale image `resized`; score -1 if nothing fits."""
     y0, x0, y1, x1 = window
-    height, width = matcher.shape
-    largest = max(scales)
-    region_h, region_w = y1 - y0 + round(height * largest) + 2, x1 - x0 + round(width * largest) + 2
-    region = _crop_replicate(resized, origin[0] + y0, origin[1] + x0, region_h, region_w)
-    field_ = orientation_field(color_gradients(region), blur=matcher.blur)
+    field_ = _window_field(resized, origin, matcher, window, max(scales))
     best = (-1.0, y0, x0, 1.0)
     for scale in scales:
         template = matcher.scaled(scale)
@@ -369,11 +376,7 @@ def _match_peaks(resized: np.ndarray, origin: tuple[int, int], matcher: _Matcher
     """Up to `count` (score, y, x, scale) best template matches in `window` (as `_match`), best first, each
     at least `apart` frame pixels (in y or x) from the ones before it."""
     y0, x0, y1, x1 = window
-    height, width = matcher.shape
-    largest = max(scales)
-    region_h, region_w = y1 - y0 + round(height * largest) + 2, x1 - x0 + round(width * largest) + 2
-    region = _crop_replicate(resized, origin[0] + y0, origin[1] + x0, region_h, region_w)
-    field_ = orientation_field(color_gradients(region), blur=matcher.blur)
+    field_ = _window_field(resized, origin, matcher, window, max(scales))
     found: list[tuple[float, int, int, float]] = []
     for scale in scales:
         scores = cv2.matchTemplate(field_, matcher.scaled(scale), cv2.TM_CCOEFF_NORMED)[: y1 - y0 + 1, : x1 - x0 + 1]
