@@ -748,17 +748,29 @@ class ConsistentWatermarkGenerator(BatchMixin):
         if self.config.search == "anywhere":
             height, width = framed.resized.shape[:2]
             return -framed.origin[0], -framed.origin[1], height - framed.origin[0], width - framed.origin[1]
-        offsets, shape = self.template.offsets, self.template.shape
-        margin = round(self.config.search_margin * self.template.frame.resolution + 0.05 * max(shape))
+        margin = round(self.config.search_margin * self.template.frame.resolution + 0.05 * max(self.template.shape))
+        return self._offsets_window(margin)
+
+    def _offsets_window(self, margin: int) -> tuple[int, int, int, int]:
+        """Frame window (y0, x0, y1, x1) spanning the fit images' template offsets, grown by `margin` px."""
+        assert self.template is not None
+        offsets = self.template.offsets
         return (int(np.floor(offsets[:, 0].min())) - margin, int(np.floor(offsets[:, 1].min())) - margin,
                 int(np.ceil(offsets[:, 0].max())) + margin, int(np.ceil(offsets[:, 1].max())) + margin)
 
-    def locate(self, image: np.ndarray) -> Placement:
-        """Where the fitted watermark lies in a uint8 H×W×3 image, and whether it is there at all."""
+    def _framed(self, image: np.ndarray) -> _FramedImage:
+        """The checked uint8 H×W×3 image in the fitted template's frame."""
         check_image(image)
         if self.template is None:
             raise MaskGenerationError("the consistent generator must be fitted first (call fit(images))")
-        framed = _FramedImage.of(image, self.template.frame)
+        return _FramedImage.of(image, self.template.frame)
+
+    def locate(self, image: np.ndarray) -> Placement:
+        """Where the fitted watermark lies in a uint8 H×W×3 image, and whether it is there at all."""
+        return self._locate(self._framed(image))
+
+    def _locate(self, framed: _FramedImage) -> Placement:
+        assert self.template is not None
         score, y, x, scale = _match(framed.resized, framed.origin, self._matcher, self._search_window(framed),
                                     _scale_grid(self.config.scale_range, 11))
         return framed.to_placement(score, score >= self.template.match_threshold, (float(y), float(x)), scale)
@@ -773,19 +785,18 @@ class ConsistentWatermarkGenerator(BatchMixin):
         what the watermark's matte should be asked about (pipeline.watermark.restore). Scores are not
         thresholded here (`present` says whether one clears the template's threshold all the same).
         """
-        check_image(image)
-        if self.template is None:
-            raise MaskGenerationError("the consistent generator must be fitted first (call fit(images))")
+        return self._fit_geometry_matches(self._framed(image), count)
+
+    def _fit_geometry_matches(self, framed: _FramedImage, count: int) -> list[Placement]:
+        assert self.template is not None
         template = self.template
         if template.offsets.size == 0:
             return []
-        framed = _FramedImage.of(image, template.frame)
         low, high = float(np.min(template.scales)), float(np.max(template.scales))
         scales = (float(np.median(template.scales)),) if high / low < 1.01 else tuple(
             float(s) for s in np.geomspace(low, high, 3))
         margin = max(1, round(_GEOMETRY_MARGIN * template.frame.resolution))
-        window = (int(np.floor(template.offsets[:, 0].min())) - margin, int(np.floor(template.offsets[:, 1].min())) - margin,
-                  int(np.ceil(template.offsets[:, 0].max())) + margin, int(np.ceil(template.offsets[:, 1].max())) + margin)
+        window = self._offsets_window(margin)
         apart = max(2.0, _GEOMETRY_APART * template.frame.resolution)
         peaks = _match_peaks(framed.resized, framed.origin, self._matcher, window, scales, count, apart)
         return [framed.to_placement(score, score >= template.match_threshold, (float(y), float(x)), scale)
@@ -793,7 +804,8 @@ class ConsistentWatermarkGenerator(BatchMixin):
 
     def __call__(self, image: np.ndarray, *, key: str | None = None) -> MaskResult:
         """image: uint8 H×W×3. Hole = template support at its best match, or empty if the score is low."""
-        placement = self.locate(image)
+        framed = self._framed(image)  # once: the fit-geometry search below reuses it
+        placement = self._locate(framed)
         assert self.template is not None
         details: dict[str, Any] = {"match_score": round(placement.score, 4), "scale": round(placement.scale, 4),
                                    "anchor": self.template.anchor, "matched": placement.present}
@@ -805,7 +817,7 @@ class ConsistentWatermarkGenerator(BatchMixin):
             # And the best matches at the size and offset the fit saw (a faint one's best match is often
             # elsewhere): [y, x, scale] each, best first.
             details["fit_geometry"] = [[round(c.y, 2), round(c.x, 2), round(c.scale, 4)]
-                                       for c in self.locate_at_fit_geometry(image)]
+                                       for c in self._fit_geometry_matches(framed, _GEOMETRY_CANDIDATES)]
             return MaskResult(hole=hole, method=self.method, details=details)
         return MaskResult(hole=hole, method=self.method, boxes=[list(placement.box(self.template.shape))],
                           scores=[placement.score], details=details)

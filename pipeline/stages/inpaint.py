@@ -147,13 +147,11 @@ class InpaintStage:
         Returns those rows' InversionOutcome by index; the batch's hole columns are updated in place."""
         if self.inversion is None or "mask_method" not in batch or "mask_details" not in batch or "hole" not in batch:
             return {}
-        from pipeline.watermark.restore import INVERTIBLE_METHODS
-
         done = {}
         holes, details = object_column(batch, "hole", None), object_column(batch, "mask_details", "")
         ratios = float_column(batch, "hole_ratio")
         for index in pending_rows(batch):
-            if text(batch["mask_method"][index]) not in INVERTIBLE_METHODS or np.asarray(holes[index]).any():
+            if np.asarray(holes[index]).any():  # matched: inverted by `_invert` with the other holes
                 continue
             try:
                 found = self.inversion.confirm_unmatched(batch["image"][index], text(batch["mask_method"][index]),
