@@ -11,9 +11,9 @@ on the footprint's bounding box) against the clean photo, for:
     mat       MAT inpainting of the true footprint (only when a checkpoint resolves)
     invert    our inversion from the FITTED template and matte, the job's code path (InpaintStage):
               matched images inverted in their hole, OpenCV for what inversion hands back; images the
-              template did not match are asked about by the matte at the candidates their mask records
-              (best match, best matches at the fit's size and offset: InversionStep.confirm_unmatched)
-              and inverted where it confirms the watermark, else left as they are;
+              template did not match are asked about by the matte at the generator's candidates (best
+              match, best matches at the fit's size and offset: restore.confirm_watermark) and masked and
+              inverted where it confirms the watermark, else left as they are;
               `inverted` = share of footprint pixels recovered by inversion
     invert matched  the same, over the images the consistent template matched only (the inversion's
               own quality, without the detection misses); the `invert` note gives how many unmatched
@@ -45,7 +45,6 @@ sys.path.insert(0, str(ROOT))  # bench/pipeline.py would shadow the package othe
 
 from pipeline.masks import ConsistentWatermarkConfig, ConsistentWatermarkGenerator, default_postprocess, postprocess  # noqa: E402
 from pipeline.metrics import ssim  # noqa: E402
-from pipeline.watermark.fit import fit_matte  # noqa: E402
 from pipeline.watermark.restore import InversionStep  # noqa: E402
 
 PHOTOS = Path("/work/shared/datasets/cbsd68")
@@ -122,10 +121,11 @@ def run_condition(photos, coverage, color_name, opacity, quality, jitter, engine
     generator = ConsistentWatermarkGenerator(ConsistentWatermarkConfig())
     started = time.perf_counter()
     try:
-        generator.fit([s.marked for s in samples])
-        fit = fit_matte(generator, [s.marked for s in samples])
-        step = InversionStep(fit.matte)
-        fit_note = f"fit {time.perf_counter() - started:.0f}s, matte from {fit.images_used}"
+        report = generator.fit([s.marked for s in samples])  # the template and its matte, as the job fits them
+        if generator.template.matte is None:
+            raise RuntimeError(f"no matte: {report.matte_error}")
+        step = InversionStep(generator.template.matte)
+        fit_note = f"fit {time.perf_counter() - started:.0f}s, matte from {report.matte_images}"
     except Exception as exc:  # noqa: BLE001 - a refused fit is a result of the bench, not a crash
         step, fit_note = None, f"fit refused: {exc}"[:200]
     rows: dict[str, list[tuple[float, float]]] = {"leave": [], "opencv": [], "mat": [], "invert": [], "invert matched": []}
@@ -145,17 +145,14 @@ def run_condition(photos, coverage, color_name, opacity, quality, jitter, engine
         footprint = sample.alpha > 0.01
         mask = postprocess(generator(sample.marked), post)
         details = _provenance_json(mask)
-        # The job's path (InpaintStage): a matched row is inverted in its hole; an unmatched one is asked
-        # about by the matte at the candidates its mask recorded and, where confirmed, inverted there.
+        # The job's path (InpaintStage): the row is inverted in its mask's hole; the generator's mask of an
+        # image its template did not match is the matte's footprint where the matte confirmed it there.
         hole, outcome = mask.hole, None
         if mask.hole.any():
             outcome = step(sample.marked, mask.hole, "consistent", details)
-        else:
-            missed_gain.append(_missed_gains(step, sample, details))
-            found = step.confirm_unmatched(sample.marked, "consistent", details)
-            if found is not None:
-                hole, outcome = found
-                confirmed += 1
+        if mask.details.get("matched") is not True:
+            missed_gain.append(_missed_gains(step, sample, mask.details))
+            confirmed += mask.details.get("matched") == "matte"
         restored = sample.marked
         if outcome is not None and outcome.inverted_px:
             restored = outcome.image
@@ -169,7 +166,7 @@ def run_condition(photos, coverage, color_name, opacity, quality, jitter, engine
         else:
             inverted_share.append(0.0)
         rows["invert"].append(scores(restored, sample))
-        if mask.hole.any():
+        if mask.details.get("matched") is True:
             rows["invert matched"].append(rows["invert"][-1])
     condition = f"{color_name} α{opacity:.1f} q{quality} jit {'on' if jitter else 'off'}"
     matched = len(rows["invert matched"])
@@ -193,15 +190,13 @@ def run_condition(photos, coverage, color_name, opacity, quality, jitter, engine
     return out
 
 
-def _missed_gains(step: InversionStep, sample: Sample, details: str) -> tuple[float, float]:
-    """For an image the consistent fit did not match: the share of gradient energy the matte's undo
-    removes at the best of the candidates its mask recorded (what `confirm_unmatched` tests), in the
+def _missed_gains(step: InversionStep, sample: Sample, details: dict) -> tuple[float, float]:
+    """For an image the consistent template did not match: the share of gradient energy the matte's undo
+    removes at the best of the candidates its mask recorded (what `confirm_watermark` tests), in the
     watermarked and in the clean photo. A clear gap says the watermark was there and findable."""
-    import json
-
     from pipeline.watermark.restore import best_alignment, unmatched_candidates_from_provenance
 
-    candidates = unmatched_candidates_from_provenance(json.loads(details))
+    candidates = unmatched_candidates_from_provenance({"details": {**details, "matched": False}})
     if not candidates:
         return 0.0, 0.0
     marked = best_alignment(sample.marked, step.matte, candidates)

@@ -49,10 +49,15 @@ def fit_consistent_masks(plan: Plan, options: Mapping[str, Any]) -> bytes:
     buffer = io.BytesIO()
     generator.template.save(buffer)
     template_npz = buffer.getvalue()
-    if plan.config.engine.invert == "auto" and plan.config.masks.method == "consistent":
+    if plan.config.engine.invert == "auto" and plan.config.masks.method == "consistent" \
+            and generator.template.matte is None:
+        # The generator estimates the matte itself (its `matte_check`); without it, estimate it here.
         from pipeline.watermark.fit import fit_matte_into_template
 
-        template_npz, warning = fit_matte_into_template(generator, images, template_npz)
+        if report.matte_error:
+            warning: str | None = f"watermark inversion is off for this job (holes are inpainted): {report.matte_error}"
+        else:
+            template_npz, warning = fit_matte_into_template(generator, images, template_npz)
         if warning:
             log.warning("%s", warning)
             plan.warnings.append(warning)

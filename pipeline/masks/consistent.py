@@ -16,8 +16,13 @@ images lack it. So we
    where the watermark is not) count as without it and stay out of the medians;
 3. from the median signed colour gradients of the aligned crops, keep the edges stronger than chance
    and Poisson-reconstruct the watermark's support (`watermark_support`);
-4. per image, match the template at its expected place (or anywhere) over a range of scales; the mask
-   is the support at the best match, or empty when the score is below the fitted threshold.
+4. estimate the watermark's matte α and colour W from the matched images (multi-image matting,
+   `pipeline.watermark.estimate`) and keep it with the template;
+5. per image, match the template at its expected place (or anywhere) over a range of scales; the mask
+   is the support at the best match. Below the fitted threshold a faint watermark is still asked about
+   at the best match and at the fit's size and offset: where undoing the matte there removes the
+   gradient energy it should (`pipeline.watermark.restore.confirm_watermark`), the mask is the matte's
+   footprint (`details.matched = "matte"`), else it is empty.
 
 The fit's result for downstream use (e.g. estimating the watermark's colour and opacity and inverting
 it): `WatermarkTemplate` (median gradients, support, frame) and, per fit image, a `Placement` in
@@ -31,7 +36,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import cv2
 import numpy as np
@@ -41,6 +46,9 @@ from .consistent_seed import Seed, SeedSettings, find_seed, frame_fields
 from .fields import color_gradients, orientation_field
 from .frames import ANCHORS, NORMALISERS, Frame, candidate_frames
 from .watermark_support import main_component_box, null_magnitude, structure_threshold, support_from_gradients
+
+if TYPE_CHECKING:
+    from pipeline.watermark.matte import WatermarkMatte
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +104,9 @@ class ConsistentWatermarkConfig:
         min_present_share: at least this share of the fit images must carry the watermark.
         search: "expected" looks where the fit images had it (± `search_margin` of the frame side);
             "anywhere" searches the whole image.
+        matte_check: estimate the watermark's matte with the template and let it confirm faint
+            watermarks the template match misses (low opacity, JPEG, busy backgrounds). Off: an image
+            below the match threshold gets an empty mask.
         seed: seed of the fit sample and of the misalignments that measure chance.
     """
 
@@ -112,6 +123,7 @@ class ConsistentWatermarkConfig:
     min_present_share: float = 0.5
     search: Literal["anywhere", "expected"] = "expected"
     search_margin: float = 0.03
+    matte_check: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -175,6 +187,8 @@ class WatermarkTemplate:
     offsets: float K×2 frame (y, x) of the template's top-left relative to the anchor in the fit images
         that carry it; scales: float K, their template-to-frame scales.
     match_threshold: score from which an image counts as carrying the watermark.
+    matte: the watermark's matte α and colour W estimated from the fit images (None: not estimated, or
+        too few images carried it); saved in the same `.npz` (`pipeline.watermark.matte`).
     """
 
     gradients: np.ndarray
@@ -184,6 +198,7 @@ class WatermarkTemplate:
     offsets: np.ndarray
     scales: np.ndarray
     match_threshold: float
+    matte: WatermarkMatte | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -227,16 +242,20 @@ class WatermarkTemplate:
             anchor=np.array(self.frame.anchor), normaliser=np.array(self.frame.normaliser),
             frame_sizes=np.array([self.frame.resolution, self.frame.reference], np.float64),
             offsets=self.offsets, scales=self.scales, match_threshold=np.array(self.match_threshold),
+            **(self.matte.arrays() if self.matte is not None else {}),
         )
 
     @classmethod
     def load(cls, path: str | Path | BinaryIO) -> WatermarkTemplate:
-        """Read a template written by `save` (never unpickles: plain arrays only)."""
+        """Read a template written by `save`, with its matte if it has one (never unpickles: plain arrays)."""
+        from pipeline.watermark.matte import WatermarkMatte
+
         with np.load(path, allow_pickle=False) as data:
             resolution, reference = (float(v) for v in data["frame_sizes"])
             return cls(gradients=data["gradients"], support=data["support"], orientation=data["orientation"],
                        frame=Frame(str(data["anchor"]), str(data["normaliser"]), resolution, reference),
-                       offsets=data["offsets"], scales=data["scales"], match_threshold=float(data["match_threshold"]))
+                       offsets=data["offsets"], scales=data["scales"], match_threshold=float(data["match_threshold"]),
+                       matte=WatermarkMatte.from_arrays(data))
 
 
 @dataclass
@@ -253,6 +272,8 @@ class FitReport:
     seed_margin: float
     indices: list[int] = field(default_factory=list)
     placements: list[Placement] = field(default_factory=list)
+    matte_images: int = 0
+    matte_error: str = ""
 
     @property
     def match_scores(self) -> list[float]:
@@ -271,6 +292,7 @@ class FitReport:
             "match_score_median": round(float(np.median(scores)), 4),
             "match_score_min": round(float(scores.min()), 4),
             "present_share": round(self.present_share, 3),
+            "matte_images": self.matte_images, **({"matte_error": self.matte_error} if self.matte_error else {}),
         }
 
 
@@ -494,12 +516,32 @@ class ConsistentWatermarkGenerator(BatchMixin):
         refusal: MaskGenerationError | None = None
         for seed, _, matcher, alignment in candidates[:_FINE_FITS]:
             try:
-                return self._fine_fit(sample, shapes, indices, seed, matcher, alignment)
+                report = self._fine_fit(sample, shapes, indices, seed, matcher, alignment)
             except MaskGenerationError as exc:
                 log.debug("consistent frame %s/%s refused: %s", seed.frame.anchor, seed.frame.normaliser, exc)
                 refusal = refusal or exc
+                continue
+            if self.config.matte_check:
+                self._estimate_matte(sample, report)
+            return report
         assert refusal is not None
         raise refusal
+
+    def _estimate_matte(self, sample: list[np.ndarray], report: FitReport) -> None:
+        """The fitted template's matte from the fit images; a refusal (too few carry the watermark for
+        matting) leaves the template without one and says why in the report."""
+        from pipeline.watermark.estimate import MatteEstimationError
+        from pipeline.watermark.fit import fit_matte
+
+        assert self.template is not None
+        try:
+            fit = fit_matte(self, sample)
+        except MatteEstimationError as exc:
+            report.matte_error = str(exc)
+            log.info("consistent watermark without a matte (faint ones stay unmatched): %s", exc)
+            return
+        self.template.matte = fit.matte
+        report.matte_images = fit.images_used
 
     def _fine_fit(self, sample: list[np.ndarray], shapes: list[tuple[int, int]], indices: list[int], seed: Seed,
                   matcher: _Matcher, alignment: _Alignment) -> FitReport:
@@ -811,16 +853,38 @@ class ConsistentWatermarkGenerator(BatchMixin):
                                    "anchor": self.template.anchor, "matched": placement.present}
         hole = self.template.support_mask(image.shape[:2], placement)
         if not placement.present:
-            # Where the template fitted best all the same: the watermark's matte can still confirm a faint
-            # one there (pipeline.watermark.restore, `invert_unmatched`).
+            # Where the template fitted best all the same, and its best matches at the size and offset the
+            # fit saw (a faint one's best match is often elsewhere): [y, x, scale] each, best first. The
+            # watermark's matte is asked there (and, without one here, by the job's inversion step).
+            geometry = self._fit_geometry_matches(framed, _GEOMETRY_CANDIDATES)
             details["best_yx"] = [round(placement.y, 2), round(placement.x, 2)]
-            # And the best matches at the size and offset the fit saw (a faint one's best match is often
-            # elsewhere): [y, x, scale] each, best first.
-            details["fit_geometry"] = [[round(c.y, 2), round(c.x, 2), round(c.scale, 4)]
-                                       for c in self._fit_geometry_matches(framed, _GEOMETRY_CANDIDATES)]
+            details["fit_geometry"] = [[round(c.y, 2), round(c.x, 2), round(c.scale, 4)] for c in geometry]
+            if self.template.matte is not None:
+                return self._matte_confirmed(image, placement, geometry, details)
             return MaskResult(hole=hole, method=self.method, details=details)
         return MaskResult(hole=hole, method=self.method, boxes=[list(placement.box(self.template.shape))],
                           scores=[placement.score], details=details)
+
+    def _matte_confirmed(self, image: np.ndarray, best: Placement, geometry: list[Placement],
+                         details: dict[str, Any]) -> MaskResult:
+        """The mask of an image the template did not match: the matte's footprint where undoing the matte
+        at one of the candidates removes the watermark's gradient energy, else empty. `matte_checked`
+        tells the job's inversion step the question was asked already."""
+        from pipeline.watermark.matte import Placement as MattePlacement
+        from pipeline.watermark.restore import confirm_watermark
+
+        assert self.template is not None and self.template.matte is not None
+        candidates = [MattePlacement(c.y, c.x, c.scale) for c in [best, *geometry]]
+        confirmed = confirm_watermark(image, self.template.matte, candidates)
+        details["matte_checked"] = True
+        if confirmed is None:
+            return MaskResult(hole=np.zeros(image.shape[:2], bool), method=self.method, details=details)
+        found = confirmed.aligned.placement
+        height, width = self.template.shape
+        details.update(matched="matte", scale=round(found.scale, 4), matte_gain=round(confirmed.aligned.gain, 4),
+                       opacity=round(found.opacity, 3))
+        box = [round(found.x), round(found.y), round(found.x + width * found.scale), round(found.y + height * found.scale)]
+        return MaskResult(hole=confirmed.hole, method=self.method, boxes=[box], scores=[best.score], details=details)
 
     @property
     def _matcher(self) -> _Matcher:

@@ -19,6 +19,10 @@ _EPSILON = 2.0
 # The energy is measured around the watermark only: pixels within this many px of α > _ALPHA_FLOOR.
 _FOOTPRINT_PX = 3
 _ALPHA_FLOOR = 0.01
+# An image whose aligned undo removes less than this share of the gradient energy around the watermark
+# does not carry it (there): the matte estimation, the inversion and the confirmation of faint watermarks
+# all judge presence by this one figure (`AlignedWatermark.gain`).
+MIN_GAIN = 0.02
 # While fitting, α is capped so the undo stays finite (saturated pixels are inpainted later anyway).
 _FIT_ALPHA_MAX = 0.9
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .align import AlignedWatermark, align_watermark
+from .align import MIN_GAIN, AlignedWatermark, align_watermark
 from .matte import Placement, WatermarkMatte
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class MatteEstimationConfig:
     passes: int = 3
     irls_iterations: int = 8
     cg_iterations: int = 80
-    min_gain: float = 0.02
+    min_gain: float = MIN_GAIN
     min_images: int = 3
     max_images: int = 64
     support_px: int = 4

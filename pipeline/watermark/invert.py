@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .align import AlignedWatermark
+from .align import MIN_GAIN, AlignedWatermark
 from .matte import WatermarkMatte
 from .solve import GridProblem, solve_grid
 
@@ -58,7 +58,7 @@ class InversionConfig:
     edge_level: float = 2.0
     range_margin: float = 24.0
     max_residual: float = 0.3
-    min_gain: float = 0.02
+    min_gain: float = MIN_GAIN
     noise_ratio: float = 0.5
     iterations: int = 60
 

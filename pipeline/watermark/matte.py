@@ -83,6 +83,16 @@ class WatermarkMatte:
         warped = warped.reshape(size[1], size[0], 4)
         return np.clip(warped[..., 0] * placement.opacity, 0.0, 1.0), warped[..., 1:] * placement.opacity
 
+    def footprint(self, placement: Placement, image_shape: tuple[int, int]) -> np.ndarray:
+        """bool H×W: the image pixels the placed watermark touches (α > 1/255), grown by one pixel (its
+        resampled rim): what a mask must say was touched where the watermark is inverted."""
+        box = self.image_box(placement, image_shape)
+        alpha, _ = self.placed(placement, box)
+        hole = np.zeros(image_shape, bool)
+        y0, x0, y1, x1 = box
+        hole[y0:y1, x0:x1] = cv2.dilate((alpha > 1.0 / 255.0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        return hole
+
     def crop(self, image: np.ndarray, placement: Placement) -> np.ndarray:
         """The image resampled into the matte's frame at `placement`: float32 h×w×3 (edges replicated)."""
         matrix = self.to_image_matrix(placement)

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .align import AlignedWatermark, align_watermark, scan_shifts
+from .align import MIN_GAIN, AlignedWatermark, align_watermark, scan_shifts
 from .invert import InversionConfig, invert_watermark
 from .matte import Placement, WatermarkMatte, load_matte
 
@@ -80,12 +80,36 @@ def best_alignment(image: np.ndarray, matte: WatermarkMatte, candidates: Placeme
     starts = [candidates] if isinstance(candidates, Placement) else list(candidates)
     if scan_px > 0:
         starts = [shifted for start in starts for shifted in scan_shifts(image, matte, start, scan_px)]
+    # Candidates a pixel or two apart scan onto the same shifts: align each start once.
+    starts = list({(round(s.y * 2), round(s.x * 2), round(s.scale, 3)): s for s in reversed(starts)}.values())[::-1]
     best: AlignedWatermark | None = None
     for start in starts:
         aligned = align_watermark(image, matte, start)
         if best is None or aligned.gain > best.gain:
             best = aligned
     return best
+
+
+@dataclass
+class ConfirmedWatermark:
+    """A watermark the matte found where the template match could not: its refined alignment and its
+    footprint (bool H×W, `WatermarkMatte.footprint`)."""
+
+    aligned: AlignedWatermark
+    hole: np.ndarray
+
+
+def confirm_watermark(image: np.ndarray, matte: WatermarkMatte, candidates: Placement | Sequence[Placement],
+                      min_gain: float = MIN_GAIN) -> ConfirmedWatermark | None:
+    """Whether `image` carries the watermark at one of the `candidates` (template matches too faint to
+    count): the matte is aligned at each, after a ±`UNMATCHED_SCAN_PX` whole-pixel scan, and the best
+    undo must remove at least `min_gain` of the gradient energy around it — the test by which the matte
+    estimation tells the images that carry the watermark. None when it does not. The consistent
+    generator (its masks) and `InversionStep.invert_unmatched` (the job's inversion) both ask here."""
+    aligned = best_alignment(image, matte, candidates, scan_px=UNMATCHED_SCAN_PX)
+    if aligned is None or aligned.gain < min_gain:
+        return None
+    return ConfirmedWatermark(aligned, matte.footprint(aligned.placement, image.shape[:2]))
 
 
 @dataclass
@@ -137,7 +161,10 @@ class InversionStep:
         both come through here."""
         if mask_method not in INVERTIBLE_METHODS:
             return None
-        candidates = unmatched_candidates_from_provenance(json.loads(mask_details) if mask_details else {})
+        provenance = json.loads(mask_details) if mask_details else {}
+        if (provenance.get("details") or {}).get("matte_checked"):
+            return None  # the consistent generator asked its matte (the same one) already: not there
+        candidates = unmatched_candidates_from_provenance(provenance)
         return self.invert_unmatched(image, candidates) if candidates else None
 
     def invert_unmatched(self, image: np.ndarray,
@@ -156,16 +183,11 @@ class InversionStep:
         whose 0.3-opacity logo the match missed, the undo removed a median 8 % of the energy, against
         0 % at the same place in the clean photos (bench/restore_quality.py, dev split).
         """
-        aligned = best_alignment(image, self.matte, candidates, scan_px=UNMATCHED_SCAN_PX)
-        if aligned is None or aligned.gain < self.config.min_gain:
+        confirmed = confirm_watermark(image, self.matte, candidates, self.config.min_gain)
+        if confirmed is None:
             return None
-        box = self.matte.image_box(aligned.placement, image.shape[:2])
-        alpha, _ = self.matte.placed(aligned.placement, box)
-        hole = np.zeros(image.shape[:2], bool)
-        y0, x0, y1, x1 = box
-        hole[y0:y1, x0:x1] = cv2.dilate((alpha > 1.0 / 255.0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        outcome = self._outcome(image, hole, aligned)
-        return (hole, outcome) if outcome.inverted_px else None
+        outcome = self._outcome(image, confirmed.hole, confirmed.aligned)
+        return (confirmed.hole, outcome) if outcome.inverted_px else None
 
     def _outcome(self, image: np.ndarray, hole: np.ndarray, aligned) -> InversionOutcome:
         result = invert_watermark(image, hole, self.matte, aligned, self.config)

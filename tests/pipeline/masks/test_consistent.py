@@ -5,12 +5,14 @@ images that share nothing are refused."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 
 from pipeline.masks import (
+    ConsistentWatermarkConfig,
     ConsistentWatermarkGenerator,
     MaskGenerationError,
     WatermarkTemplate,
@@ -95,6 +97,16 @@ def test_saved_template_gives_the_same_masks(fitted, dataset):
     buffer.seek(0)
     reloaded = ConsistentWatermarkGenerator(template=WatermarkTemplate.load(buffer))
     np.testing.assert_array_equal(reloaded(images[14]).hole, fitted(images[14]).hole)
+    # The matte travels in the same file (plain arrays): a worker asks the same matte about faint logos.
+    np.testing.assert_array_equal(reloaded.template.matte.alpha, fitted.template.matte.alpha)
+    np.testing.assert_array_equal(reloaded.template.matte.color, fitted.template.matte.color)
+
+
+def test_the_matte_check_can_be_turned_off(dataset):
+    images, _, _ = dataset
+    generator = ConsistentWatermarkGenerator(ConsistentWatermarkConfig(matte_check=False))
+    report = generator.fit(images[:12])
+    assert generator.template.matte is None and report.matte_images == 0
 
 
 def test_unfitted_generator_and_tiny_samples_are_refused(dataset):
@@ -229,18 +241,17 @@ def test_the_fit_does_not_depend_on_the_order_of_its_images(dataset):
 
 
 def test_an_unmatched_image_records_candidates_at_the_fits_size_and_offset(fitted, photo):
-    """A faint logo (opacity 0.1, below what the template matches) at the fit's usual place: the mask
-    stays empty, but its details carry the best matches at the size and offset the fit images had, one
-    of them on the logo (the watermark's matte confirms it later, pipeline.watermark.restore)."""
+    """A faint logo (opacity 0.1, below what the template matches) at the fit's usual place: the details
+    carry the best matches at the size and offset the fit images had, one of them on the logo (where the
+    watermark's matte is asked about it)."""
     alpha = logo_alpha()
     scene = scenes(photo, 1, SHAPE, seed=41)[0]
     top_left = (SHAPE[0] - alpha.shape[0] - 10, SHAPE[1] - alpha.shape[1] - 10)
     faint, _ = paint_logo(scene, alpha, top_left, opacity=0.1)
     plain, _ = paint_logo(scene, alpha, top_left, opacity=0.6)
     truth = fitted.locate(plain)  # the template's own top-left at this logo
-    assert truth.present
+    assert truth.present and not fitted.locate(faint).present
     result = fitted(faint)
-    assert not result.details["matched"] and not result.hole.any()
     candidates = result.details["fit_geometry"]
     assert 1 <= len(candidates) <= 4
     # All at the fit images' scale (one image size here: 1) and within their offsets (±5 px jitter).
@@ -249,3 +260,30 @@ def test_an_unmatched_image_records_candidates_at_the_fits_size_and_offset(fitte
     assert min(abs(y - truth.y) + abs(x - truth.x) for y, x, _ in candidates) <= 2
     # A matched image records none: its placement is the match itself.
     assert "fit_geometry" not in fitted(plain).details
+
+
+def test_the_matte_finds_faint_logos_the_template_misses_and_leaves_clean_images_alone(fitted, photo):
+    """The fit estimates the logo's matte; an image whose logo is too faint for the template match
+    (opacity 0.1 against the fit's 0.6) is masked where undoing the matte removes the logo's edges,
+    with the logo's footprint (`matched` = "matte", its refined place and opacity); the same scenes
+    without the logo stay unmasked. Without the matte check the faint logos get no mask at all."""
+    assert fitted.template.matte is not None and fitted.report.matte_images >= 10
+    alpha = logo_alpha()
+    top_left = (SHAPE[0] - alpha.shape[0] - 10, SHAPE[1] - alpha.shape[1] - 10)
+    without_check = ConsistentWatermarkGenerator(template=replace(fitted.template, matte=None))
+    found = 0
+    for seed in (41, 42, 44):
+        scene = scenes(photo, 1, SHAPE, seed=seed)[0]
+        faint, support = paint_logo(scene, alpha, top_left, opacity=0.1)
+        assert not fitted.locate(faint).present
+        result = fitted(faint)
+        if result.details["matched"] == "matte":
+            found += 1
+            assert iou(result.hole, dilate_hole(support, 4)) > 0.75
+            assert result.details["opacity"] < 0.35 and result.details["matte_gain"] >= 0.02
+            x0, y0 = result.boxes[0][:2]
+            assert abs(y0 - top_left[0]) <= 3 and abs(x0 - top_left[1]) <= 3
+        clean = fitted(scene)
+        assert not clean.hole.any() and clean.details["matched"] is False and clean.details["matte_checked"]
+        assert not without_check(faint).hole.any()
+    assert found >= 2
