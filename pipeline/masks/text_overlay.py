@@ -72,8 +72,9 @@ class OverlayRule:
         blend_fit: use the blend fit (module docstring): grey letters whose fit has its slope in
             `min_translucency`-`max_translucency`, a colour W whose channels span at most
             `max_blend_colour_spread` grey levels and slopes on the word's two halves within
-            `max_blend_slope_gap` of each other are overlay, whatever the other cues say. False = the rule
-            without it (as before the fit existed).
+            `max_blend_slope_gap` of each other and rims at least `min_blend_sharpness` sharp are
+            overlay, whatever the translucency and edge cues say. False = the rule without it (as before
+            the fit existed).
         max_blend_colour_spread: largest range of the fitted colour's R, G, B (0-255 levels); a
             composited watermark colour is grey (white, black), lettering lit by the scene rarely is.
         max_blend_slope_gap: largest difference between the slopes fitted on the two halves of the word
@@ -92,8 +93,10 @@ class OverlayRule:
     synthetic_sharpness: tuple[float, float] = (0.85, 1.05)
     max_synthetic_neutral: float = 0.05
     blend_fit: bool = True
-    # Tuned on the tuning photos: composited overlays fit W within 1-2 levels where the fit is good;
-    # the scene lettering that fitted a slope in the band had channels 5-60 levels apart.
+    # Chosen on the tuning photos: composited overlays whose slope the fit gets right have W's channels
+    # within 0.3-5 levels; the scene lettering that fitted a slope in the band had them 2-63 levels apart,
+    # and the two within 6 (a car's "33", a "BIOFOX" sign) had halves 0.48-0.61 apart. 3-10 levels and
+    # 0.2-0.3 gave the same verdicts there.
     max_blend_colour_spread: float = 6.0
     max_blend_slope_gap: float = 0.3
     min_blend_sharpness: float = 0.65
@@ -191,8 +194,8 @@ def blend_fit_cues(crop: np.ndarray, local: np.ndarray, stroke: np.ndarray, cove
     stroke: bool h×w letter pixels; covered: bool h×w where `local` has background to stand on;
     polygon: 4×2 (x, y) box in crop coordinates (its long side splits the word into halves).
     Returns blend_slope (k), blend_colour (mean of W), blend_colour_spread (range of W's channels) and
-    blend_slope_gap (|k| difference between the halves), each UNMEASURABLE where the background varies
-    too little under the letters to fit a slope.
+    blend_slope_gap (|k| difference between the halves): all UNMEASURABLE where the background varies
+    too little under the letters to fit a slope, only the gap where that holds for one half.
     """
     unmeasurable = {"blend_slope": UNMEASURABLE, "blend_colour": UNMEASURABLE,
                     "blend_colour_spread": UNMEASURABLE, "blend_slope_gap": UNMEASURABLE}
