@@ -19,9 +19,18 @@ colour, and its edges carry the optics' blur. The cues measured per region:
   dominates the rims and the cue says nothing.
 - board: background spread relative to the letters' contrast; reported in the provenance only (it did
   not separate overlay from scene text on the benchmark's photos).
+- blend fit: `J_c = k·B_c + a·W_c` fitted jointly over the three channels on the letters' core (the
+  strokes eroded by one pixel: chosen by shape, not by value, so the pixels where the scene happens to be
+  darkest or brightest do not bias the slope) against the local background B around them. A composited
+  overlay fits with k = 1 − a in the translucency band, one grey colour W (its channels within a few
+  levels) and the same k on both halves of the word (one opacity for all letters). Lettering lit by the
+  scene gives any W, usually tinted by the light, and a slope that changes along the sign. A blur mixes
+  the background into an opaque letter's core and fakes a slope, so the fit only counts on rims that
+  are not camera-soft (sharpness ≥ `min_blend_sharpness`).
 
-The rule (`OverlayRule`) is explicit: tiled text is overlay; coloured lettering is scene; a grey blend the
-scene shows through is overlay; letters following the lighting are scene. Grey text whose translucency
+The rule (`OverlayRule`) is explicit: tiled text is overlay; coloured lettering is scene; a blend fit of one
+grey colour at one opacity over the scene is overlay; a grey blend the scene shows through is overlay;
+letters following the lighting are scene. Grey text whose translucency
 cannot decide (opaque-looking letters, or a background too uniform to see through) is decided by the
 next strongest cue, its edges: synthetic one-pixel rims (sharpness in `synthetic_sharpness`) on strictly
 grey letters (neutral ≤ `max_synthetic_neutral`) are overlay. What is still undecided is `ambiguous`
@@ -60,6 +69,19 @@ class OverlayRule:
             sign, 0.94, is not grey enough for `max_synthetic_neutral`).
         max_synthetic_neutral: the edge cue applies only to letters this close to a grey blend (stricter
             than `max_neutral_residual`: printed lettering is often near-grey but rarely exactly).
+        blend_fit: use the blend fit (module docstring): grey letters whose fit has its slope in
+            `min_translucency`-`max_translucency`, a colour W whose channels span at most
+            `max_blend_colour_spread` grey levels and slopes on the word's two halves within
+            `max_blend_slope_gap` of each other and rims at least `min_blend_sharpness` sharp are
+            overlay, whatever the translucency and edge cues say. False = the rule without it (as before
+            the fit existed).
+        max_blend_colour_spread: largest range of the fitted colour's R, G, B (0-255 levels); a
+            composited watermark colour is grey (white, black), lettering lit by the scene rarely is.
+        max_blend_slope_gap: largest difference between the slopes fitted on the two halves of the word
+            (one opacity for the whole overlay).
+        min_blend_sharpness: the blend fit needs rims at least this sharp (the sharpness cue): 0.65 is
+            the one-pixel step of an edge blurred by a Gaussian of about 0.55 px; opaque letters blurred by
+            a lens (0.8-1.2 px) measure 0.37-0.55 and their cores fit a false slope of 0.14-0.29.
     """
 
     max_neutral_residual: float = 0.2
@@ -70,6 +92,14 @@ class OverlayRule:
     min_stroke_pixels: int = 12
     synthetic_sharpness: tuple[float, float] = (0.85, 1.05)
     max_synthetic_neutral: float = 0.05
+    blend_fit: bool = True
+    # Chosen on the tuning photos: composited overlays whose slope the fit gets right have W's channels
+    # within 0.3-5 levels; the scene lettering that fitted a slope in the band had them 2-63 levels apart,
+    # and the two within 6 (a car's "33", a "BIOFOX" sign) had halves 0.48-0.61 apart. 3-10 levels and
+    # 0.2-0.3 gave the same verdicts there.
+    max_blend_colour_spread: float = 6.0
+    max_blend_slope_gap: float = 0.3
+    min_blend_sharpness: float = 0.65
 
     def __post_init__(self) -> None:
         if self.max_neutral_residual < 0 or not 0 <= self.min_translucency < self.max_translucency:
@@ -83,6 +113,10 @@ class OverlayRule:
             raise ValueError(f"synthetic_sharpness must be (low, high) with 0 <= low <= high, got {self.synthetic_sharpness}")
         if self.max_synthetic_neutral < 0:
             raise ValueError(f"max_synthetic_neutral must be >= 0, got {self.max_synthetic_neutral}")
+        if min(self.max_blend_colour_spread, self.max_blend_slope_gap, self.min_blend_sharpness) < 0:
+            raise ValueError("max_blend_colour_spread, max_blend_slope_gap and min_blend_sharpness must be >= 0, "
+                             f"got {self.max_blend_colour_spread}, {self.max_blend_slope_gap}, "
+                             f"{self.min_blend_sharpness}")
 
 
 @dataclass(frozen=True)
@@ -145,8 +179,64 @@ def region_cues(image: np.ndarray, polygon: np.ndarray,
     if usable.sum() >= 8 and local[usable].std() > 2.0:
         x, y = local[usable], gray[usable]
         translucency = float(np.cov(x, y)[0, 1] / (x.var() + 1e-6))
-    return {"neutral": round(neutral, 3), "sharpness": round(sharpness, 3), "board": round(board, 3),
+    cues = {"neutral": round(neutral, 3), "sharpness": round(sharpness, 3), "board": round(board, 3),
             "translucency": round(translucency, 3), "stroke_pixels": int(stroke.sum())}
+    local_colour = cv2.blur(crop * background[..., None], (window, window)) / np.maximum(weight, 1e-3)[..., None]
+    cues.update(blend_fit_cues(crop, local_colour, stroke, weight > 0.05, polygon - (x0, y0)))
+    return cues
+
+
+def blend_fit_cues(crop: np.ndarray, local: np.ndarray, stroke: np.ndarray, covered: np.ndarray,
+                   polygon: np.ndarray) -> dict[str, float]:
+    """The blend fit `J_c = k·B_c + m_c` (W = m / (1 − k)) of a region's letter core against its background.
+
+    crop: float32 h×w×3 image crop; local: float32 h×w×3 local background colour B around each pixel;
+    stroke: bool h×w letter pixels; covered: bool h×w where `local` has background to stand on;
+    polygon: 4×2 (x, y) box in crop coordinates (its long side splits the word into halves).
+    Returns blend_slope (k), blend_colour (mean of W), blend_colour_spread (range of W's channels) and
+    blend_slope_gap (|k| difference between the halves): all UNMEASURABLE where the background varies
+    too little under the letters to fit a slope, only the gap where that holds for one half.
+    """
+    unmeasurable = {"blend_slope": UNMEASURABLE, "blend_colour": UNMEASURABLE,
+                    "blend_colour_spread": UNMEASURABLE, "blend_slope_gap": UNMEASURABLE}
+    core = cv2.erode(stroke.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    if core.sum() < 8:  # strokes one or two pixels wide: their whole width is the core
+        core = stroke
+    usable = core & covered
+    fit = _fit_blend(crop[usable], local[usable])
+    if fit is None:
+        return unmeasurable
+    slope, colour = fit
+    # Halves along the box's long side: one opacity for all the letters of an overlay.
+    edges = [polygon[1] - polygon[0], polygon[2] - polygon[1]]
+    axis = max(edges, key=lambda edge: float(np.hypot(*edge)))
+    ys, xs = np.nonzero(usable)
+    position = xs * axis[0] + ys * axis[1]
+    first = position <= np.median(position)
+    halves = [_fit_blend(crop[ys[part], xs[part]], local[ys[part], xs[part]]) for part in (first, ~first)]
+    gap = UNMEASURABLE if None in halves else abs(halves[0][0] - halves[1][0])
+    return {"blend_slope": round(slope, 3), "blend_colour": round(float(colour.mean()), 1),
+            "blend_colour_spread": round(float(np.ptp(colour)), 1),
+            "blend_slope_gap": gap if gap == UNMEASURABLE else round(gap, 3)}
+
+
+def _fit_blend(letters: np.ndarray, background: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """Least-squares (k, W) of `letters_c = k·background_c + (1 − k)·W_c` over n×3 pixels; None if unfit.
+
+    One slope k shared by the three channels, one intercept per channel (m_c = (1 − k)·W_c).
+    """
+    count = len(letters)
+    if count < 8 or background.mean(axis=1).std() <= 2.0:
+        return None
+    design = np.zeros((3 * count, 4), np.float64)
+    design[:, 0] = background.reshape(-1)
+    for channel in range(3):
+        design[channel::3, 1 + channel] = 1.0
+    solution, *_ = np.linalg.lstsq(design, letters.reshape(-1).astype(np.float64), rcond=None)
+    slope = float(solution[0])
+    if abs(1.0 - slope) < 1e-3:  # the letters are the background: no colour of their own
+        return None
+    return slope, solution[1:] / (1.0 - slope)
 
 
 def judge(cues: dict[str, float] | None, rule: OverlayRule, *, tiled: bool = False) -> Judgement:
@@ -159,6 +249,12 @@ def judge(cues: dict[str, float] | None, rule: OverlayRule, *, tiled: bool = Fal
     if cues["neutral"] > rule.max_neutral_residual:
         return Judgement(False, f"scene: coloured lettering, not a grey blend (neutral {cues['neutral']:.2f} > "
                                 f"{rule.max_neutral_residual})", cues)
+    if rule.blend_fit and _blend_fits(cues, rule):
+        gap = cues["blend_slope_gap"]
+        halves = "one half too flat to compare" if gap == UNMEASURABLE else f"halves' slopes within {gap:.2f}"
+        return Judgement(True, f"overlay: one grey colour composited over the scene (blend fit: opacity "
+                               f"{1 - cues['blend_slope']:.2f}, colour {cues['blend_colour']:.0f} ± "
+                               f"{cues['blend_colour_spread'] / 2:.0f}, {halves})", cues)
     translucency = cues["translucency"]
     if translucency == UNMEASURABLE:
         verdict = "background too uniform to see through the letters"
@@ -175,6 +271,17 @@ def judge(cues: dict[str, float] | None, rule: OverlayRule, *, tiled: bool = Fal
         return Judgement(True, f"overlay: grey letters with synthetic one-pixel edges (sharpness "
                                f"{cues['sharpness']:.2f} in {low}-{high}); {verdict}", cues)
     return Judgement(rule.ambiguous == "overlay", f"{rule.ambiguous}: grey text, {verdict} (ambiguous)", cues)
+
+
+def _blend_fits(cues: dict[str, float], rule: OverlayRule) -> bool:
+    """Whether the region's blend fit is one grey colour at one opacity in the watermark range."""
+    if cues.get("blend_slope", UNMEASURABLE) == UNMEASURABLE:
+        return False
+    # A half whose background is too flat to fit a slope on cannot contradict the whole word's fit.
+    halves_agree = cues["blend_slope_gap"] == UNMEASURABLE or cues["blend_slope_gap"] <= rule.max_blend_slope_gap
+    return (rule.min_translucency <= cues["blend_slope"] <= rule.max_translucency
+            and cues["blend_colour_spread"] <= rule.max_blend_colour_spread and halves_agree
+            and cues["sharpness"] >= rule.min_blend_sharpness)
 
 
 def judge_regions(image: np.ndarray, polygons: Sequence[np.ndarray],

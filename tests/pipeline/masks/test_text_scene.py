@@ -138,3 +138,70 @@ def test_tiled_text_over_a_photo_is_found(generator, photo):
     result = generator(image)
     assert recall(result.hole, support) > 0.75
     assert result.details["tiled"]["repeats"] >= 4
+
+
+def _textured(seed: int = 0, shape: tuple[int, int] = (321, 481)) -> np.ndarray:
+    """uint8 H×W×3: a smooth random grey texture (blobs a few pixels across), like foliage or rock."""
+    import cv2
+
+    noise = cv2.GaussianBlur(np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32), (0, 0), 4)
+    grey = 120 + 45 * noise / noise.std()
+    return np.clip(np.stack([grey + 10, grey, grey - 10], axis=2), 0, 255).astype(np.uint8)
+
+
+def test_an_opaque_looking_overlay_over_texture_is_kept_by_the_blend_fit(generator):
+    """Black "DO NOT COPY" at opacity 0.85 over a textured background: the letters look opaque to the
+    translucency cue and their rims look soft, so the rule without the blend fit drops it as ambiguous;
+    the blend fit sees one grey colour at one opacity laid over the scene."""
+    image, support = paint_text(_textured(), "DO NOT COPY", (20, 20), size=48, color=(0, 0, 0), opacity=0.85)
+    result = generator(image)
+    assert recall(result.hole, support) > 0.8, result.details["regions"]
+    region = max(result.details["regions"], key=lambda r: r["box"][2] - r["box"][0])
+    assert region["kept"] and region["reason"].startswith("overlay: one grey colour composited"), region
+    cues = region["cues"]
+    # One dark grey at an opacity in the watermark range (the fit reads 0.64 here: rims in the core).
+    assert 0.1 <= cues["blend_slope"] <= 0.6 and cues["blend_colour"] < 64 and cues["blend_colour_spread"] <= 6
+    without_fit = judge(cues, OverlayRule(blend_fit=False))
+    assert not without_fit.overlay and "ambiguous" in without_fit.reason
+
+
+def _lit_sign(background: np.ndarray) -> np.ndarray:
+    """White-painted letters on a grey board, lit by warm light that fades across the sign, photographed."""
+    coverage = Image.new("L", (300, 90), 0)
+    ImageDraw.Draw(coverage).text((18, 18), "HOTEL BAR", fill=255, font=ImageFont.load_default(size=44))
+    letters = np.asarray(coverage, np.float32)[..., None] / 255.0
+    reflectance = np.array([0.35, 0.36, 0.38]) * (1 - letters) + np.array([0.92, 0.92, 0.90]) * letters
+    light = np.linspace(0.45, 1.0, 300, dtype=np.float32)[None, :, None] * np.array([1.0, 0.92, 0.8])
+    image = background.astype(np.float32)
+    image[120:210, 90:390] = reflectance * light * 255
+    photographed = Image.fromarray(np.clip(image + 0.5, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
+    return np.asarray(photographed)
+
+
+def test_a_painted_sign_lit_across_by_the_scene_is_not_an_overlay(generator):
+    result = generator(_lit_sign(_textured(1)))
+    assert not result.hole[120:210, 90:390].any(), result.details["regions"]
+    reasons = [region["reason"] for region in result.details["regions"]]
+    assert reasons and all(reason.startswith("scene") for reason in reasons), reasons
+
+
+def test_the_blend_fit_needs_one_grey_colour_at_one_opacity():
+    # Opaque-looking to the translucency cue, soft rims: ambiguous without the fit.
+    base = {"neutral": 0.01, "sharpness": 0.7, "board": 0.3, "translucency": 0.0, "stroke_pixels": 500,
+            "blend_slope": 0.25, "blend_colour": 2.0, "blend_colour_spread": 1.0, "blend_slope_gap": 0.05}
+    verdict = judge(base, OverlayRule())
+    assert verdict.overlay and "composited" in verdict.reason and "opacity 0.75" in verdict.reason
+    assert judge({**base, "blend_slope_gap": -9.0}, OverlayRule()).overlay  # one half too flat: no veto
+    for not_a_blend in ({"blend_colour_spread": 30.0},  # tinted: lettering lit by coloured light
+                        {"sharpness": 0.5},             # camera-soft rims: a blur fakes the slope
+                        {"blend_slope_gap": 0.6},       # the opacity changes along the word
+                        {"blend_slope": 0.9},           # letters follow the background: the scene's lighting
+                        {"blend_slope": -9.0},          # background too flat to fit
+                        {"neutral": 0.5}):              # coloured lettering
+        verdict = judge({**base, **not_a_blend}, OverlayRule())
+        assert not verdict.overlay, (not_a_blend, verdict.reason)
+    assert not judge(base, OverlayRule(blend_fit=False)).overlay
+    assert judge({**base, "blend_colour_spread": 30.0}, OverlayRule(max_blend_colour_spread=40)).overlay
+    assert TextMaskConfig(overlay={"blend_fit": False}).overlay.blend_fit is False
+    with pytest.raises(ValueError, match="max_blend_colour_spread"):
+        OverlayRule(max_blend_colour_spread=-1)
