@@ -52,6 +52,12 @@ class MatteEstimationConfig:
         max_images: the matte is solved from at most this many images (the best-matching ones); every
             fit image is still aligned and checked. More images cost time and add little once the
             scenes vary enough to cancel out.
+        error_moments: also measure how far the matte may be off at each pixel (WatermarkMatte.
+            error_moments), by solving it again from each half of the images: the inversion hands to
+            inpainting the α bands whose undo this error, amplified by 1/(1 − α), would spoil. Costs
+            about one more solve.
+        error_blur_px: the halves' squared differences are averaged over a Gaussian of this σ (px): one
+            difference per pixel is a single draw of the error, not its size.
     """
 
     margin: float = 0.1
@@ -63,8 +69,12 @@ class MatteEstimationConfig:
     max_images: int = 64
     support_px: int = 4
     smoothness: float = 0.0
+    error_moments: bool = True
+    error_blur_px: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.error_blur_px < 0:
+            raise ValueError("error_blur_px must be >= 0")
         if self.support_px < 0 or not 0 <= self.margin <= 1 or self.passes < 1 or self.irls_iterations < 1 or self.cg_iterations < 1:
             raise ValueError("margin in [0, 1], passes, irls_iterations, cg_iterations >= 1")
         if self.min_images < 2:
@@ -292,6 +302,36 @@ def _matte_from_uv(u: np.ndarray, v: np.ndarray, origin: tuple[float, float], fi
                           fit_opacity=np.asarray(fit_opacity, np.float32))
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _error_moments(crops: np.ndarray, fixed: np.ndarray, config: MatteEstimationConfig,
+                   origin: tuple[float, float]) -> np.ndarray | None:
+    """E[δα²], E[δα·δb], E[δb²] per pixel (h×w×3 float32) of a matte solved from `crops` (K×h×w×3), b
+    the luma of α·W; None with fewer than 2·`min_images` crops.
+
+    Solved again from the even and from the odd crops, the two halves' difference d has, per pixel,
+    the full estimate's error variance in d²/4 (each half has twice the full set's variance; their
+    errors are independent, the scenes being different). The error is what the scenes leave in the
+    matte (few images, textured places, JPEG) and shows up where it is, unlike a noise measure on the
+    inverted image: a smooth misfit of α·W passes any high-frequency test but is multiplied by
+    1/(1 − α) in the undo.
+    """
+    if len(crops) < 2 * config.min_images:
+        return None
+    halves = []
+    for half in (crops[0::2], crops[1::2]):
+        u, v = _solve_uv(half, fixed, config)
+        matte = _matte_from_uv(u, v, origin, np.ones(1))
+        halves.append((matte.alpha, matte.premultiplied @ _LUMA))
+    delta_alpha = (halves[0][0] - halves[1][0]) / 2
+    delta_luma = (halves[0][1] - halves[1][1]) / 2
+    moments = np.stack([delta_alpha * delta_alpha, delta_alpha * delta_luma, delta_luma * delta_luma], -1)
+    if config.error_blur_px > 0:
+        moments = cv2.GaussianBlur(moments.astype(np.float32), (0, 0), config.error_blur_px)
+    return moments.astype(np.float32)
+
+
 def _to_common_opacity(crop: np.ndarray, matte: WatermarkMatte, opacity: float) -> np.ndarray:
     """A crop blended at opacity factor γ re-blended at factor 1, with the current matte estimate."""
     if abs(opacity - 1.0) < 1e-3:
@@ -397,12 +437,16 @@ def estimate_matte(images: Sequence[np.ndarray], placements: Sequence[Placement 
     if len(kept) < config.min_images:
         raise MatteEstimationError(f"only {len(kept)} images carry the watermark; at least {config.min_images} "
                                    "are needed to estimate its matte")
+    # The last pass's crops (the ones the matte was solved from) tell how far it may be off.
+    moments = _error_moments(crops, fixed, config, origin) if config.error_moments else None
+    matte.error_moments = moments
     # Express the matte at the typical opacity (median factor 1), so an image without its own fit gets it.
     typical = float(np.median([a.placement.opacity for a in kept]))
     if typical > 0:
         alpha = np.clip(matte.alpha * typical, 0.0, 0.995)
         matte = WatermarkMatte(alpha.astype(np.float32), matte.color, origin,
-                               np.array([a.placement.opacity / typical for a in kept], np.float32))
+                               np.array([a.placement.opacity / typical for a in kept], np.float32),
+                               None if moments is None else (moments * np.float32(typical**2)))
         alignments = [None if a is None else AlignedWatermark(a.placement.moved(opacity=a.placement.opacity / typical),
                                                               a.energy, a.energy_untouched) for a in alignments]
     return MatteFit(matte, alignments)
