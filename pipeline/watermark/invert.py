@@ -47,7 +47,7 @@ class InversionConfig:
         noise_ratio: the pixels of an α band whose inversion adds more noise than this share of the
             scene's own variation around the watermark (see `noise_dominated`) are inpainted: there
             1/(1 − α) has amplified the image's noise (JPEG) beyond what inpainting would get wrong.
-            0 turns the test off.
+            0 leaves the noise out of the test (the matte's error, below, still counts).
         matte_error_ratio: the same test for the matte's own error (WatermarkMatte.error_moments, where
             the estimation measured it), counted next to the image's noise: both are amplified by
             1/(1 − α), and a smooth misfit of α·W is invisible to a noise measure on the inverted
