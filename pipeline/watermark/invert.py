@@ -47,7 +47,12 @@ class InversionConfig:
         noise_ratio: the pixels of an α band whose inversion adds more noise than this share of the
             scene's own variation around the watermark (see `noise_dominated`) are inpainted: there
             1/(1 − α) has amplified the image's noise (JPEG) beyond what inpainting would get wrong.
-            0 turns the test off.
+            0 leaves the noise out of the test (the matte's error, below, still counts).
+        matte_error_ratio: the same test for the matte's own error (WatermarkMatte.error_moments, where
+            the estimation measured it), counted next to the image's noise: both are amplified by
+            1/(1 − α), and a smooth misfit of α·W is invisible to a noise measure on the inverted
+            image. A band goes to inpainting when (noise / noise_ratio)² + (matte error /
+            matte_error_ratio)² exceeds the scene's variation². 0 leaves the matte's error out.
         iterations: conjugate-gradient iterations of the regularised solve.
     """
 
@@ -60,6 +65,7 @@ class InversionConfig:
     max_residual: float = 0.3
     min_gain: float = MIN_GAIN
     noise_ratio: float = 0.5
+    matte_error_ratio: float = 0.5
     iterations: int = 60
 
     def __post_init__(self) -> None:
@@ -68,8 +74,10 @@ class InversionConfig:
         if min(self.smoothness, self.outline_smoothness, self.chroma_factor, self.range_margin) < 0 or self.iterations < 1 \
                 or self.edge_level <= 0:
             raise ValueError("smoothness, outline_smoothness, chroma_factor and range_margin must be >= 0, iterations >= 1")
-        if not 0 < self.max_residual <= 1 or not 0 <= self.min_gain < 1 or self.noise_ratio < 0:
-            raise ValueError("max_residual must be in (0, 1], min_gain in [0, 1), noise_ratio >= 0")
+        if not 0 < self.max_residual <= 1 or not 0 <= self.min_gain < 1 or self.noise_ratio < 0 \
+                or self.matte_error_ratio < 0:
+            raise ValueError("max_residual must be in (0, 1], min_gain in [0, 1), noise_ratio and "
+                             "matte_error_ratio >= 0")
 
 
 @dataclass
@@ -145,20 +153,25 @@ def _variation_at(values: np.ndarray, where: np.ndarray, lag: int) -> float:
 
 
 def noise_dominated(direct: np.ndarray, observed: np.ndarray, alpha: np.ndarray, footprint: np.ndarray,
-                    ratio: float) -> np.ndarray:
-    """bool h×w: footprint pixels whose α band is inverted with more noise than inpainting would err.
+                    ratio: float, matte_variance: np.ndarray | None = None, matte_ratio: float = 1.0) -> np.ndarray:
+    """bool h×w: footprint pixels whose α band is inverted with more error than inpainting would make.
 
     The plain division `direct` (float h×w×3) multiplies the image's noise by 1/(1 − α); JPEG noise
     is largest right at the watermark's own edges (ringing), so it is measured where it is: in each α
     band, the robust high-frequency level of the division's luma (where α itself is flat, so that the
     matte's outline does not count) minus that of the scene around the watermark (`observed` where
-    α = 0: scene texture plus noise at 1×). A band whose excess exceeds `ratio` × the scene's RMS
+    α = 0: scene texture plus noise at 1×). `matte_variance` (h×w, grey levels², optional) is the
+    expected squared error of the undo's numerator J − α·W that the matte's own error causes at each
+    pixel (see WatermarkMatte.error_moments); divided by (1 − α)² it is the band's matte error. A band
+    whose (noise / `ratio`)² + (matte error / `matte_ratio`)² exceeds the square of the scene's RMS
     change around the watermark over the distance an inpainting has to bridge (the footprint's largest
     distance to its outside) — about what an inpainting gets wrong — goes to inpainting, and so does
-    every band above it (the amplification only grows with α).
+    every band above it (the amplification only grows with α). A ratio of 0 leaves its term out.
     """
     out = np.zeros(alpha.shape, bool)
-    if ratio <= 0 or not footprint.any():
+    if matte_ratio <= 0:
+        matte_variance = None
+    if (ratio <= 0 and matte_variance is None) or not footprint.any():
         return out
     luma = lambda image: (image @ _TO_YCC[0].astype(np.float32)).astype(np.float32)  # noqa: E731
     response_direct = cv2.filter2D(luma(direct), cv2.CV_32F, _NOISE_KERNEL) / 6.0
@@ -175,10 +188,17 @@ def noise_dominated(direct: np.ndarray, observed: np.ndarray, alpha: np.ndarray,
     for low, high in zip(_NOISE_BANDS[:-1], _NOISE_BANDS[1:]):
         band = footprint & (alpha > max(low, _ALPHA_FLOOR)) & (alpha <= high)
         measured = band & flat
-        if measured.sum() < _NOISE_MIN_PIXELS:
+        if band.sum() < _NOISE_MIN_PIXELS:
             continue
-        excess = np.sqrt(max(_noise_sigma(response_direct[measured]) ** 2 - scene_sigma**2, 0.0))
-        if excess > ratio * scene_spread:
+        score = 0.0  # the band's error in units of what an inpainting would get wrong, squared
+        if ratio > 0 and measured.sum() >= _NOISE_MIN_PIXELS:
+            score += max(_noise_sigma(response_direct[measured]) ** 2 - scene_sigma**2, 0.0) / ratio**2
+        elif matte_variance is None:
+            continue
+        if matte_variance is not None:
+            misfit = float(np.mean(matte_variance[band] / np.square(1.0 - np.minimum(alpha[band], 0.99))))
+            score += misfit / matte_ratio**2
+        if score > scene_spread**2:
             out |= footprint & (alpha > max(low, _ALPHA_FLOOR))
             break
     return out
@@ -226,6 +246,18 @@ def _regularised(target: np.ndarray, keep: np.ndarray, alpha: np.ndarray, untrus
     return solved @ _FROM_YCC.T
 
 
+def _matte_variance(matte: WatermarkMatte, aligned: AlignedWatermark, box: tuple[int, int, int, int],
+                    direct: np.ndarray) -> np.ndarray | None:
+    """Expected squared error (grey levels², h×w) of J − α·W in `box` due to the matte's own error, at
+    this image's scene luma (the plain division's, clipped): E[(δb − I·δα)²]; None without moments."""
+    moments = matte.placed_error_moments(aligned.placement, box)
+    if moments is None:
+        return None
+    scene = np.clip(direct, 0.0, 255.0) @ _TO_YCC[0].astype(np.float32)
+    variance = moments[..., 2] - 2.0 * scene * moments[..., 1] + scene * scene * moments[..., 0]
+    return np.maximum(variance, 0.0).astype(np.float32)
+
+
 def invert_watermark(image: np.ndarray, hole: np.ndarray, matte: WatermarkMatte, aligned: AlignedWatermark,
                      config: InversionConfig | None = None) -> InversionResult:
     """Recover the pixels under the watermark in `image` (uint8 H×W×3) inside `hole` (bool H×W).
@@ -250,7 +282,9 @@ def invert_watermark(image: np.ndarray, hole: np.ndarray, matte: WatermarkMatte,
     direct = (observed - premultiplied) / np.maximum(keep, 1.0 - config.alpha_max)[..., None]
     footprint = (alpha > _ALPHA_FLOOR) & hole_box
     out_of_range = footprint & ((direct < -config.range_margin) | (direct > 255 + config.range_margin)).any(-1)
-    noisy = noise_dominated(direct, observed, alpha, footprint, config.noise_ratio)
+    noisy = noise_dominated(direct, observed, alpha, footprint, config.noise_ratio,
+                            _matte_variance(matte, aligned, box, direct) if config.matte_error_ratio > 0 else None,
+                            config.matte_error_ratio)
     untrusted = cv2.dilate((saturated | out_of_range).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     untrusted = (untrusted | noisy) & footprint
     fixed = ~footprint

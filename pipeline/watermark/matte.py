@@ -35,12 +35,17 @@ class Placement:
 class WatermarkMatte:
     """alpha: float32 h×w in [0, 1]; color: float32 h×w×3 in [0, 255] (meaningful where α > 0);
     origin: (y, x) of the matte's top-left pixel in template pixels (negative: the matte has a margin
-    around the template); fit_opacity: the opacity factor estimated for each fit image (median 1)."""
+    around the template); fit_opacity: the opacity factor estimated for each fit image (median 1);
+    error_moments: float32 h×w×3 or None, how far the estimate may be off at each pixel — the expected
+    products E[δα²], E[δα·δb], E[δb²] of the errors δα of α and δb of the luma b of α·W (grey levels),
+    measured by the estimation (see estimate_matte). An undo of an image whose scene has luma I is then
+    off by about √(E[δb²] − 2·I·E[δα·δb] + I²·E[δα²]) / (1 − α) grey levels (`inversion_error_variance`)."""
 
     alpha: np.ndarray
     color: np.ndarray
     origin: tuple[float, float]
     fit_opacity: np.ndarray
+    error_moments: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -93,6 +98,19 @@ class WatermarkMatte:
         hole[y0:y1, x0:x1] = cv2.dilate((alpha > 1.0 / 255.0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         return hole
 
+    def placed_error_moments(self, placement: Placement, box: tuple[int, int, int, int]) -> np.ndarray | None:
+        """`error_moments` of the image pixels in `box` (float32 (y1−y0)×(x1−x0)×3, opacity factor
+        applied: α and α·W both scale with it), or None when the matte has none."""
+        if self.error_moments is None:
+            return None
+        y0, x0, y1, x1 = box
+        matrix = self.to_image_matrix(placement)
+        matrix[:, 2] -= (x0, y0)
+        size = (x1 - x0, y1 - y0)
+        warped = cv2.warpAffine(np.ascontiguousarray(self.error_moments, np.float32), matrix, size,
+                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return warped.reshape(size[1], size[0], 3) * np.float32(placement.opacity**2)
+
     def crop(self, image: np.ndarray, placement: Placement) -> np.ndarray:
         """The image resampled into the matte's frame at `placement`: float32 h×w×3 (edges replicated)."""
         matrix = self.to_image_matrix(placement)
@@ -106,7 +124,8 @@ class WatermarkMatte:
     def arrays(self) -> dict[str, np.ndarray]:
         return {f"{_PREFIX}alpha": self.alpha.astype(np.float32), f"{_PREFIX}color": self.color.astype(np.float32),
                 f"{_PREFIX}origin": np.asarray(self.origin, np.float64),
-                f"{_PREFIX}fit_opacity": np.asarray(self.fit_opacity, np.float32)}
+                f"{_PREFIX}fit_opacity": np.asarray(self.fit_opacity, np.float32),
+                **({} if self.error_moments is None else {f"{_PREFIX}error_moments": self.error_moments.astype(np.float32)})}
 
     @classmethod
     def from_arrays(cls, data: object) -> WatermarkMatte | None:
@@ -118,7 +137,9 @@ class WatermarkMatte:
         return cls(alpha=np.asarray(get(f"{_PREFIX}alpha"), np.float32),
                    color=np.asarray(get(f"{_PREFIX}color"), np.float32),
                    origin=(float(origin[0]), float(origin[1])),
-                   fit_opacity=np.asarray(get(f"{_PREFIX}fit_opacity"), np.float32))
+                   fit_opacity=np.asarray(get(f"{_PREFIX}fit_opacity"), np.float32),
+                   error_moments=(np.asarray(get(f"{_PREFIX}error_moments"), np.float32)
+                                  if f"{_PREFIX}error_moments" in data else None))  # type: ignore[operator]
 
 
 def add_matte_to_template(template_npz: bytes, matte: WatermarkMatte) -> bytes:
