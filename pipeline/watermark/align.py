@@ -40,11 +40,34 @@ def gradient_energy(image: np.ndarray, weight: np.ndarray, keep: np.ndarray) -> 
     Measuring the undo's gradients in the observed image's units (times `keep`) removes the pull
     towards α = 0 that the undo's amplified scene gradients would otherwise exert.
     """
-    gx = (image[:, 1:] - image[:, :-1]) * ((keep[:, 1:] + keep[:, :-1]) / 2)[..., None]
-    gy = (image[1:] - image[:-1]) * ((keep[1:] + keep[:-1]) / 2)[..., None]
-    ex = np.sqrt(gx * gx + _EPSILON**2).sum(-1) * np.minimum(weight[:, 1:], weight[:, :-1])
-    ey = np.sqrt(gy * gy + _EPSILON**2).sum(-1) * np.minimum(weight[1:], weight[:-1])
-    return float(ex.sum() + ey.sum())
+    return _edge_energy(np.asarray(image, np.float32), *_edge_weights(weight), keep)
+
+
+def _edge_weights(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An edge counts as much as the lesser weight of its two pixels: (horizontal, vertical) edges."""
+    return np.minimum(weight[:, 1:], weight[:, :-1]), np.minimum(weight[1:], weight[:-1])
+
+
+def _edge_energy(image: np.ndarray, weight_x: np.ndarray, weight_y: np.ndarray, keep: np.ndarray) -> float:
+    """`gradient_energy` with the edge weights given. It runs hundreds of times per alignment: in place,
+    channels summed by hand (numpy reduces a length-3 last axis slowly), weights applied by one dot."""
+    keep_x = keep[:, 1:] + keep[:, :-1]
+    keep_x *= 0.5
+    keep_y = keep[1:] + keep[:-1]
+    keep_y *= 0.5
+    return _charbonnier(image[:, 1:] - image[:, :-1], keep_x, weight_x) + \
+        _charbonnier(image[1:] - image[:-1], keep_y, weight_y)
+
+
+def _charbonnier(difference: np.ndarray, keep: np.ndarray, weight: np.ndarray) -> float:
+    """Σ weight · Σ_channels sqrt((keep · difference)² + ε²); `difference` (float32 h×w×3) is overwritten."""
+    difference *= keep[..., None]
+    np.multiply(difference, difference, out=difference)
+    difference += np.float32(_EPSILON**2)
+    np.sqrt(difference, out=difference)
+    per_edge = difference[..., 0] + difference[..., 1]
+    per_edge += difference[..., 2]
+    return float(np.vdot(per_edge, weight))
 
 
 @dataclass(frozen=True)
@@ -73,13 +96,14 @@ class _Evaluator:
         alpha, _ = matte.placed(placement.moved(opacity=1.0), box)
         kernel = np.ones((2 * _FOOTPRINT_PX + 1,) * 2, np.uint8)
         self.weight = (cv2.dilate((alpha > _ALPHA_FLOOR).astype(np.uint8), kernel) > 0).astype(np.float32)
+        self.edge_weights = _edge_weights(self.weight)
 
     def energy(self, placement: Placement) -> float:
         if self.observed.size == 0:
             return 0.0
         alpha, premultiplied = self.matte.placed(placement, self.box)
-        undone = undo_blend(self.observed, alpha, premultiplied, _FIT_ALPHA_MAX)
-        return gradient_energy(undone, self.weight, 1.0 - np.minimum(alpha, _FIT_ALPHA_MAX))
+        undone = undo_blend(self.observed, alpha, premultiplied, _FIT_ALPHA_MAX).astype(np.float32, copy=False)
+        return _edge_energy(undone, *self.edge_weights, 1.0 - np.minimum(alpha, _FIT_ALPHA_MAX))
 
 
 def align_watermark(image: np.ndarray, matte: WatermarkMatte, placement: Placement, *, shift_px: float = 1.5,

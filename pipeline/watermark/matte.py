@@ -6,6 +6,7 @@ factor γ (α_image = γ·α) and at a slightly different position and scale tha
 """
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,11 +83,16 @@ class WatermarkMatte:
         matrix[:, 2] -= (x0, y0)
         inverse = cv2.invertAffineTransform(matrix)
         size = (x1 - x0, y1 - y0)
-        stack = np.concatenate([self.alpha[..., None], self.premultiplied], axis=-1).astype(np.float32)
-        warped = cv2.warpAffine(stack, inverse, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        warped = cv2.warpAffine(self._warp_source, inverse, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         warped = warped.reshape(size[1], size[0], 4)
         return np.clip(warped[..., 0] * placement.opacity, 0.0, 1.0), warped[..., 1:] * placement.opacity
+
+    @functools.cached_property
+    def _warp_source(self) -> np.ndarray:
+        """float32 h×w×4 (α, α·W) that `placed` warps, built once: an alignment places the matte hundreds
+        of times (a matte is not changed once made: estimation makes a new one per pass)."""
+        return np.concatenate([self.alpha[..., None], self.premultiplied], axis=-1).astype(np.float32)
 
     def footprint(self, placement: Placement, image_shape: tuple[int, int]) -> np.ndarray:
         """bool H×W: the image pixels the placed watermark touches (α > 1/255), grown by one pixel (its
