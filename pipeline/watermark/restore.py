@@ -80,10 +80,14 @@ def best_alignment(image: np.ndarray, matte: WatermarkMatte, candidates: Placeme
     starts = [candidates] if isinstance(candidates, Placement) else list(candidates)
     if scan_px > 0:
         starts = [shifted for start in starts for shifted in scan_shifts(image, matte, start, scan_px)]
-    # Candidates a pixel or two apart scan onto the same shifts: align each start once.
-    starts = list({(round(s.y * 2), round(s.x * 2), round(s.scale, 3)): s for s in reversed(starts)}.values())[::-1]
+    # Candidates a pixel or two apart scan onto the same shifts: align each start (to ½ px) once.
+    seen: set[tuple[int, int, float]] = set()
     best: AlignedWatermark | None = None
     for start in starts:
+        key = (round(start.y * 2), round(start.x * 2), round(start.scale, 3))
+        if key in seen:
+            continue
+        seen.add(key)
         aligned = align_watermark(image, matte, start)
         if best is None or aligned.gain > best.gain:
             best = aligned
