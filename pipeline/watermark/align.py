@@ -33,24 +33,19 @@ def undo_blend(observed: np.ndarray, alpha: np.ndarray, premultiplied: np.ndarra
     return (observed - premultiplied * np.where(alpha[..., None] > alpha_max, capped / np.maximum(alpha[..., None], 1e-6), 1.0)) / (1.0 - capped)
 
 
-def gradient_energy(image: np.ndarray, weight: np.ndarray, keep: np.ndarray) -> float:
-    """Σ weight · Charbonnier(keep · forward differences) of a float h×w×3 image.
-
-    weight: h×w, where to measure; keep: h×w, the share 1 − α of the scene the observed image kept.
-    Measuring the undo's gradients in the observed image's units (times `keep`) removes the pull
-    towards α = 0 that the undo's amplified scene gradients would otherwise exert.
-    """
-    return _edge_energy(np.asarray(image, np.float32), *_edge_weights(weight), keep)
-
-
 def _edge_weights(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """An edge counts as much as the lesser weight of its two pixels: (horizontal, vertical) edges."""
     return np.minimum(weight[:, 1:], weight[:, :-1]), np.minimum(weight[1:], weight[:-1])
 
 
 def _edge_energy(image: np.ndarray, weight_x: np.ndarray, weight_y: np.ndarray, keep: np.ndarray) -> float:
-    """`gradient_energy` with the edge weights given. It runs hundreds of times per alignment: in place,
-    channels summed by hand (numpy reduces a length-3 last axis slowly), weights applied by one dot."""
+    """Σ edge weight · Charbonnier(keep · forward differences) of a float32 h×w×3 image.
+
+    weight_x / weight_y: `_edge_weights` of where to measure; keep: h×w, the share 1 − α of the scene the
+    observed image kept. Measuring the undo's gradients in the observed image's units (times `keep`)
+    removes the pull towards α = 0 that the undo's amplified scene gradients would otherwise exert.
+    It runs hundreds of times per alignment: in place, channels summed by hand (numpy reduces a
+    length-3 last axis slowly), weights applied by one dot."""
     keep_x = keep[:, 1:] + keep[:, :-1]
     keep_x *= 0.5
     keep_y = keep[1:] + keep[:-1]
