@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pipeline.job.fit import fit_consistent_masks
 from pipeline.job.plan import Plan, load_or_create_plan, open_output, summary_fields
 from pipeline.job.resources import data_context, ray_session
 from pipeline.job.summary import JobReport
+from pipeline.job.warmup import prestart_ray_data_helpers
 from pipeline.output.layout import PARTS_DIR, REPORT_FILE
 from pipeline.output.lock import exclusive_driver
 from pipeline.output.shards import ShardSpec, ShardStats, commit_shard, merge_stats
@@ -120,6 +122,12 @@ def _run_shards(plan: Plan, shards: Sequence[ShardSpec], on_commit: Callable[[Sh
     return committer.committed_rows
 
 
+def _ray_connected() -> bool:
+    """Whether this process is connected to Ray already (without importing Ray when it is not)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
 def run_job(config: JobConfig, *, shards: Sequence[str] | None = None,
             on_commit: Callable[[ShardStats], None] | None = None,
             progress: JobProgress | None = None) -> JobReport:
@@ -132,6 +140,8 @@ def run_job(config: JobConfig, *, shards: Sequence[str] | None = None,
     told the rows to process and each finished group (rows, failed), e.g. `pipeline.progress.RowProgress`.
     """
     started = time.perf_counter()
+    if _ray_connected():  # joined before the call (a cluster, a flow): Ray Data's helpers start while we plan
+        prestart_ray_data_helpers()
     engine = resolve_engine(config.engine)
     root = open_output(config)
     # One driver per output: held before a resume clears an interrupted run's temporary files.
@@ -166,10 +176,11 @@ def _run_locked(plan: Plan, shards: Sequence[str] | None, on_commit: Callable[[S
 
     processed = 0
     if pending:
-        fit_options = consistent_fit_options(config.masks.method, config.masks.options)
-        if fit_options is not None:
-            plan.template_npz = fit_consistent_masks(plan, fit_options)
         with ray_session(config.execution):
+            prestart_ray_data_helpers()  # their processes start while the masks are fitted and the shards packed
+            fit_options = consistent_fit_options(config.masks.method, config.masks.options)
+            if fit_options is not None:
+                plan.template_npz = fit_consistent_masks(plan, fit_options)
             if progress is not None:
                 progress.start(sum(shard.rows for shard in pending))
             try:
