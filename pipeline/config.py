@@ -249,6 +249,10 @@ class ExecutionConfig:
         metrics_actors / metrics_num_cpus: the metrics pool (when it re-runs a detector), sized the same way.
         task_num_cpus: logical CPUs per decode/encode task (one: those tasks are single-threaded; a
             fraction would run more tasks, and start more worker processes, than a node has cores).
+        task_concurrency: decode tasks, and encode tasks, running at once across the cluster (None = as
+            many as the CPUs left by the actor pools fit). Each runs in a Ray worker process that costs
+            seconds of CPU to start and some hundred MB to keep: on nodes with many more cores than the
+            decoding needs, a cap gets the GPUs their first batches sooner and holds less memory.
         batch_size: `inpaint` is the job's group: consecutive rows of one shard that travel together through
             every stage and share one model batch (so the batch's make-up is a function of the shard);
             the other sizes apply to the stages used on their own, not to the job.
@@ -274,6 +278,7 @@ class ExecutionConfig:
     metrics_actors: int | None = None
     metrics_num_cpus: float = 0.25
     task_num_cpus: float = 1.0
+    task_concurrency: int | None = None
     batch_size: BatchSizes = field(default_factory=BatchSizes)
     max_restarts: int = 3
     max_task_retries: int = 3
@@ -292,6 +297,7 @@ class ExecutionConfig:
             "num_cpus": self.num_cpus, "inpaint_actors": self.inpaint_actors,
             "inpaint_threads": self.inpaint_threads, "object_store_memory": self.object_store_memory,
             "mask_actors": self.mask_actors, "metrics_actors": self.metrics_actors,
+            "task_concurrency": self.task_concurrency,
         }
         for name, value in {**positive, **{k: v for k, v in optional_positive.items() if v is not None}}.items():
             if value < 1:

@@ -140,7 +140,8 @@ def _chain_stages(plan: Plan, groups: pa.Table) -> tuple[Any, Resources]:
         config.metrics.rerun_mask == "auto" and config.masks.method in DETECTING_METHODS))
     resources = plan_resources(execution, plan.engine.name, rerun_metrics=rerun)
     task_cpus = execution.task_num_cpus * resources.cpu_scale
-    task_args = {"num_cpus": task_cpus, "max_retries": max(execution.max_task_retries, 0)}
+    task_args = {"num_cpus": task_cpus, "max_retries": max(execution.max_task_retries, 0),
+                 "compute": ray.data.TaskPoolStrategy(size=execution.task_concurrency)}
     actor_args = {"max_restarts": execution.max_restarts, "max_task_retries": execution.max_task_retries}
     fault_injection = json.loads(os.environ.get(FAULT_INJECTION_ENV) or "{}")
     template = [ray.put(plan.template_npz)] if plan.template_npz is not None else None  # see template_bytes

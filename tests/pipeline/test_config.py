@@ -38,6 +38,7 @@ def test_yaml_and_json_files_give_equal_configs(tmp_path):
     [
         ({"execution": {"shard_sise": 10}}, "execution: unknown key(s) execution.shard_sise"),
         ({"execution": {"shard_size": 0}}, "execution.shard_size: must be >= 1, got 0"),
+        ({"execution": {"task_concurrency": 0}}, "execution.task_concurrency: must be >= 1, got 0"),
         ({"execution": {"batch_size": {"inpaint": "4"}}}, "execution.batch_size.inpaint: expected an integer"),
         ({"engine": {"name": "gan"}}, "engine.name: expected 'auto' or 'mat' or 'opencv', got 'gan'"),
         ({"masks": {"method": "given"}}, "masks.options: given masks need exactly one of mask_dir or parquet"),

@@ -73,3 +73,21 @@ def test_a_worker_killed_mid_shard_with_batched_mat_changes_no_byte(tmp_path, mo
 
     assert images_of(str(tmp_path / "killed")) == images_of(str(tmp_path / "clean"))
     assert all(row["engine"] == "mat" for row in committed_tables(str(tmp_path / "killed")).to_pylist())
+
+
+@pytest.mark.slow
+def test_capping_the_decode_and_encode_tasks_changes_no_byte(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    names = [f"img{i}.png" for i in range(6)]
+    make_image_folder(images, names, size=(24, 24), masks=masks)
+    execution = {"shard_size": 3, "batch_size": {"inpaint": 2}}
+
+    free = run_job(job(images, masks, tmp_path / "free", execution=execution))
+    capped = run_job(job(images, masks, tmp_path / "capped", execution={**execution, "task_concurrency": 1}))
+
+    assert free.counts["ok"] == capped.counts["ok"] == 6
+    # One decoding and one encoding task at a time: slower on a big cluster, never different.
+    def rows_of(out: str) -> list[tuple[str, str, bytes, bytes]]:
+        return [(row["id"], row["status"], row["image"]["bytes"], row["mask"]) for row in committed_tables(out).to_pylist()]
+
+    assert rows_of(str(tmp_path / "capped")) == rows_of(str(tmp_path / "free"))
