@@ -252,7 +252,8 @@ class ExecutionConfig:
         task_concurrency: decode tasks, and encode tasks, running at once across the cluster (None = as
             many as the CPUs left by the actor pools fit). Each runs in a Ray worker process that costs
             seconds of CPU to start and some hundred MB to keep: on nodes with many more cores than the
-            decoding needs, a cap gets the GPUs their first batches sooner and holds less memory.
+            decoding needs, a cap starts fewer processes beside the models and holds less memory; too
+            low a cap starves the GPUs when decoding is heavy (large photos).
         batch_size: `inpaint` is the job's group: consecutive rows of one shard that travel together through
             every stage and share one model batch (so the batch's make-up is a function of the shard);
             the other sizes apply to the stages used on their own, not to the job.

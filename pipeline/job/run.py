@@ -105,9 +105,9 @@ class _Committer:
 def _statistics_tables(dataset: Any) -> Iterator[pa.Table]:
     """The pipeline's output blocks (small statistics tables) as they finish, read on this thread.
 
-    `iter_batches` would add a prefetching thread that polls the executor's output queue every 10 ms for
-    the whole job (measured: about 1 % of a core on the driver), and a batching layer, for tables that
-    are already the unit the committer wants.
+    `iter_batches` adds a prefetching thread that polls the executor's output queue every 10 ms for the
+    whole job, and a batching layer, for tables that are already the unit the committer wants (measured
+    in bench/cluster.py: main + prefetch thread 3.2 s of driver CPU per 150 s job, this 2.6 s).
     """
     import ray
     from ray.data.block import BlockAccessor
