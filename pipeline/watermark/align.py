@@ -29,6 +29,9 @@ _FIT_ALPHA_MAX = 0.9
 
 def undo_blend(observed: np.ndarray, alpha: np.ndarray, premultiplied: np.ndarray, alpha_max: float) -> np.ndarray:
     """I = (J − α·W) / (1 − α), float32 h×w×3, with α capped at `alpha_max`. observed: float h×w×3."""
+    if alpha.size and float(alpha.max()) <= alpha_max:
+        # Nothing to cap (most placements of a semi-transparent watermark): the same values, fewer passes.
+        return (observed - premultiplied) / (1.0 - alpha)[..., None]
     capped = np.minimum(alpha, alpha_max)[..., None]
     return (observed - premultiplied * np.where(alpha[..., None] > alpha_max, capped / np.maximum(alpha[..., None], 1e-6), 1.0)) / (1.0 - capped)
 
@@ -92,11 +95,16 @@ class _Evaluator:
         kernel = np.ones((2 * _FOOTPRINT_PX + 1,) * 2, np.uint8)
         self.weight = (cv2.dilate((alpha > _ALPHA_FLOOR).astype(np.uint8), kernel) > 0).astype(np.float32)
         self.edge_weights = _edge_weights(self.weight)
+        self._warped: tuple[tuple[float, float, float], np.ndarray] | None = None
 
     def energy(self, placement: Placement) -> float:
         if self.observed.size == 0:
             return 0.0
-        alpha, premultiplied = self.matte.placed(placement, self.box)
+        # The opacity grid and the opacity steps of the climb stay at one position: warp it once.
+        position = (placement.y, placement.x, placement.scale)
+        if self._warped is None or self._warped[0] != position:
+            self._warped = (position, self.matte.warped(placement, self.box))
+        alpha, premultiplied = self.matte.with_opacity(self._warped[1], placement.opacity)
         undone = undo_blend(self.observed, alpha, premultiplied, _FIT_ALPHA_MAX).astype(np.float32, copy=False)
         return _edge_energy(undone, *self.edge_weights, 1.0 - np.minimum(alpha, _FIT_ALPHA_MAX))
 
