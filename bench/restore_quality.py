@@ -26,6 +26,14 @@ on the footprint's bounding box) against the clean photo, for:
 Photos: /work/shared/datasets/cbsd68 (68 photos, 481×321 either way round). `--split dev` = the first
 40 in name order (used while developing), `holdout` = the other 28 (not looked at until the final
 table). The whole split is the watermarked "dataset" the fit sees; scores are over all of it.
+
+`--fit-extra N` makes the dataset bigger, as a job's is (it fits on up to `masks.fit_sample_size` = 200
+images and solves the matte from up to `MatteEstimationConfig.max_images` = 64 of them): N more photos
+(/work/shared/datasets/urban in name order, scaled to 481 px on the long side, watermarked the same way)
+join the fit (the template and the matte are fitted on split + extra); the scores stay over the split's
+photos.
+The matte's precision is set by how many images it is solved from (its error falls about as 1/√N), so
+the split alone (28 or 40 images) understates what a job of a real dataset gets.
 """
 from __future__ import annotations
 
@@ -48,6 +56,7 @@ from pipeline.metrics import ssim  # noqa: E402
 from pipeline.watermark.restore import InversionStep  # noqa: E402
 
 PHOTOS = Path("/work/shared/datasets/cbsd68")
+EXTRA_PHOTOS = Path("/work/shared/datasets/urban")
 DEV_COUNT = 40
 COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "orange": (255, 140, 20)}
 JITTER_PX = 6
@@ -116,12 +125,28 @@ def mat_engine():
     return Engine("mat", str(path))
 
 
-def run_condition(photos, coverage, color_name, opacity, quality, jitter, engines, seed=0) -> list[tuple]:
+def extra_photos(count: int, long_side: int = 481) -> list[np.ndarray]:
+    """The first `count` photos of EXTRA_PHOTOS, scaled to `long_side` px on their long side."""
+    photos = []
+    for path in sorted(EXTRA_PHOTOS.glob("*.jpg"))[:count]:
+        image = Image.open(path).convert("RGB")
+        factor = long_side / max(image.size)
+        photos.append(np.asarray(image.resize((round(image.width * factor), round(image.height * factor)), Image.LANCZOS)))
+    if len(photos) < count:
+        raise SystemExit(f"--fit-extra {count}: only {len(photos)} photos in {EXTRA_PHOTOS}")
+    return photos
+
+
+def run_condition(photos, coverage, color_name, opacity, quality, jitter, engines, seed=0,
+                  extra: list[np.ndarray] = ()) -> list[tuple]:
     samples = make_samples(photos, coverage, COLORS[color_name], opacity, quality, jitter, seed)
+    # The extra photos are drawn after the scored ones, so the scored samples do not depend on them.
+    fit_only = make_samples(list(extra), coverage, COLORS[color_name], opacity, quality, jitter, seed + 1) if extra else []
     generator = ConsistentWatermarkGenerator(ConsistentWatermarkConfig())
     started = time.perf_counter()
     try:
-        report = generator.fit([s.marked for s in samples])  # the template and its matte, as the job fits them
+        # the template and its matte, as the job fits them
+        report = generator.fit([s.marked for s in samples] + [s.marked for s in fit_only])
         if generator.template.matte is None:
             raise RuntimeError(f"no matte: {report.matte_error}")
         step = InversionStep(generator.template.matte)
@@ -217,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jpeg", type=int, nargs="+", default=[95, 75])
     parser.add_argument("--jitter", choices=("on", "off"), nargs="+", default=["on", "off"])
     parser.add_argument("--colors", choices=tuple(COLORS), nargs="+", default=["white"])
+    parser.add_argument("--fit-extra", type=int, default=0,
+                        help="more photos (from ../shared/datasets/urban) in the fitted dataset, not scored")
     args = parser.parse_args(argv)
     if not PHOTOS.is_dir():
         print(f"no photos at {PHOTOS}", file=sys.stderr)
@@ -231,14 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     if mat is not None:
         engines["mat"] = mat
     coverage = logo_coverage()
-    print(f"photos: {len(photos)} ({args.split} split of {PHOTOS}); footprint = true α > 0.01; "
+    extra = extra_photos(args.fit_extra) if args.fit_extra else []
+    print(f"photos: {len(photos)} ({args.split} split of {PHOTOS}) + {len(extra)} fit-only ({EXTRA_PHOTOS.name}); "
+          f"footprint = true α > 0.01; "
           f"MAT {'on' if mat else 'off (no checkpoint)'}", flush=True)
     print(f"| condition | method | PSNR dB (mean) | PSNR min | SSIM | note |\n|---|---|---|---|---|---|", flush=True)
     for color in args.colors:
         for quality in args.jpeg:
             for jitter in args.jitter:
                 for opacity in args.opacity:
-                    for row in run_condition(photos, coverage, color, opacity, quality, jitter == "on", engines):
+                    for row in run_condition(photos, coverage, color, opacity, quality, jitter == "on", engines,
+                                             extra=extra):
                         print("| {} | {} | {:.2f} | {:.2f} | {:.4f} | {} |".format(*row), flush=True)
     return 0
 

@@ -106,7 +106,8 @@ class ConsistentWatermarkConfig:
             "anywhere" searches the whole image.
         matte_check: estimate the watermark's matte with the template and let it confirm faint
             watermarks the template match misses (low opacity, JPEG, busy backgrounds). Off: an image
-            below the match threshold gets an empty mask.
+            below the match threshold gets an empty mask (also with a template that carries a matte:
+            the job adds one for its inversion, which may then ask it).
         seed: seed of the fit sample and of the misalignments that measure chance.
     """
 
@@ -859,7 +860,7 @@ class ConsistentWatermarkGenerator(BatchMixin):
             geometry = self._fit_geometry_matches(framed, _GEOMETRY_CANDIDATES)
             details["best_yx"] = [round(placement.y, 2), round(placement.x, 2)]
             details["fit_geometry"] = [[round(c.y, 2), round(c.x, 2), round(c.scale, 4)] for c in geometry]
-            if self.template.matte is not None:
+            if self.template.matte is not None and self.config.matte_check:
                 return self._matte_confirmed(image, placement, geometry, details)
             return MaskResult(hole=hole, method=self.method, details=details)
         return MaskResult(hole=hole, method=self.method, boxes=[list(placement.box(self.template.shape))],

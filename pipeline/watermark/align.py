@@ -29,6 +29,9 @@ _FIT_ALPHA_MAX = 0.9
 
 def undo_blend(observed: np.ndarray, alpha: np.ndarray, premultiplied: np.ndarray, alpha_max: float) -> np.ndarray:
     """I = (J − α·W) / (1 − α), float32 h×w×3, with α capped at `alpha_max`. observed: float h×w×3."""
+    if alpha.size and float(alpha.max()) <= alpha_max:
+        # Nothing to cap (most placements of a semi-transparent watermark): the same values, fewer passes.
+        return (observed - premultiplied) / (1.0 - alpha)[..., None]
     capped = np.minimum(alpha, alpha_max)[..., None]
     return (observed - premultiplied * np.where(alpha[..., None] > alpha_max, capped / np.maximum(alpha[..., None], 1e-6), 1.0)) / (1.0 - capped)
 
@@ -92,11 +95,16 @@ class _Evaluator:
         kernel = np.ones((2 * _FOOTPRINT_PX + 1,) * 2, np.uint8)
         self.weight = (cv2.dilate((alpha > _ALPHA_FLOOR).astype(np.uint8), kernel) > 0).astype(np.float32)
         self.edge_weights = _edge_weights(self.weight)
+        self._warped: tuple[tuple[float, float, float], np.ndarray] | None = None
 
     def energy(self, placement: Placement) -> float:
         if self.observed.size == 0:
             return 0.0
-        alpha, premultiplied = self.matte.placed(placement, self.box)
+        # The opacity grid and the opacity steps of the climb stay at one position: warp it once.
+        position = (placement.y, placement.x, placement.scale)
+        if self._warped is None or self._warped[0] != position:
+            self._warped = (position, self.matte.warped(placement, self.box))
+        alpha, premultiplied = self.matte.with_opacity(self._warped[1], placement.opacity)
         undone = undo_blend(self.observed, alpha, premultiplied, _FIT_ALPHA_MAX).astype(np.float32, copy=False)
         return _edge_energy(undone, *self.edge_weights, 1.0 - np.minimum(alpha, _FIT_ALPHA_MAX))
 
@@ -110,49 +118,76 @@ def align_watermark(image: np.ndarray, matte: WatermarkMatte, placement: Placeme
     the shift, scale and opacity move while that lowers the energy; the opacity is searched on a
     coarse grid again once the position is right. A few hundred evaluations of a watermark-sized box.
     """
-    evaluator = _Evaluator(image, matte, placement, reach=shift_px + 1 + scale_range * max(matte.shape))
-    untouched = evaluator.energy(placement.moved(opacity=0.0))
-    low, high = opacity_range
-    state = {"best": placement, "energy": np.inf}
+    return Alignment(image, matte, placement, shift_px=shift_px, scale_range=scale_range,
+                     opacity_range=opacity_range).finish()
 
-    def consider(candidate: Placement) -> bool:
+
+class Alignment:
+    """`align_watermark` in two steps, so that a caller with many starts can look at all of them before
+    paying for any hill-climb: the constructor only searches the opacity on a coarse grid at the start's
+    own position (`first_look`, ~20 evaluations); `finish` climbs (a few hundred). `finish()` gives
+    exactly what `align_watermark` gives."""
+
+    def __init__(self, image: np.ndarray, matte: WatermarkMatte, placement: Placement, *, shift_px: float = 1.5,
+                 scale_range: float = 0.02, opacity_range: tuple[float, float] = (0.0, 2.0)) -> None:
+        self.matte, self.start = matte, placement
+        self.shift_px, self.scale_range, self.opacity_range = shift_px, scale_range, opacity_range
+        self.evaluator = _Evaluator(image, matte, placement, reach=shift_px + 1 + scale_range * max(matte.shape))
+        self.untouched = self.evaluator.energy(placement.moved(opacity=0.0))
+        self.best, self.energy = placement, np.inf
+        self._opacity_grid()
+        self._finished: AlignedWatermark | None = None
+
+    @property
+    def first_look(self) -> AlignedWatermark:
+        """The best opacity at the start's own position (its gain is a lower bound of `finish()`'s)."""
+        return AlignedWatermark(self.best, float(self.energy), float(self.untouched))
+
+    def _consider(self, candidate: Placement) -> bool:
+        low, high = self.opacity_range
         if not low <= candidate.opacity <= high:
             return False
-        if abs(candidate.y - placement.y) > shift_px + 1 or abs(candidate.x - placement.x) > shift_px + 1:
+        start = self.start
+        if abs(candidate.y - start.y) > self.shift_px + 1 or abs(candidate.x - start.x) > self.shift_px + 1:
             return False
-        if abs(candidate.scale / placement.scale - 1) > scale_range + 1e-9:
+        if abs(candidate.scale / start.scale - 1) > self.scale_range + 1e-9:
             return False
-        energy = evaluator.energy(candidate)
-        if energy < state["energy"]:
-            state["best"], state["energy"] = candidate, energy
+        energy = self.evaluator.energy(candidate)
+        if energy < self.energy:
+            self.best, self.energy = candidate, energy
             return True
         return False
 
-    def opacity_grid() -> None:
-        current = state["best"]
-        for opacity in np.linspace(low, high, 21):
-            consider(current.moved(opacity=float(opacity)))
+    def _opacity_grid(self) -> None:
+        current = self.best
+        for opacity in np.linspace(*self.opacity_range, 21):
+            self._consider(current.moved(opacity=float(opacity)))
 
-    opacity_grid()
-    opacity_step = (high - low) / 20
-    for level, step in enumerate((1.0, 0.5, 0.25, 0.125)):
-        for _ in range(8):
-            best = state["best"]
-            moved = False
-            for dy, dx in ((-step, 0.0), (step, 0.0), (0.0, -step), (0.0, step)):
-                moved |= consider(best.moved(dy=dy, dx=dx))
-            if scale_range > 0:
-                for factor in (1.0 - scale_range * step / 2, 1.0 + scale_range * step / 2):
-                    # About the watermark's centre, so that a scale step does not also shift it.
-                    moved |= consider(_scaled_about_centre(state["best"], matte, factor))
-            for delta in (-opacity_step, opacity_step):
-                moved |= consider(state["best"].moved(opacity=state["best"].opacity + delta))
-            if not moved:
-                break
-        if level == 0:
-            opacity_grid()
-        opacity_step /= 2
-    return AlignedWatermark(state["best"], float(state["energy"]), float(untouched))
+    def finish(self) -> AlignedWatermark:
+        """The hill-climb from the first look (done once; later calls return the same result)."""
+        if self._finished is not None:
+            return self._finished
+        low, high = self.opacity_range
+        opacity_step = (high - low) / 20
+        for level, step in enumerate((1.0, 0.5, 0.25, 0.125)):
+            for _ in range(8):
+                best = self.best
+                moved = False
+                for dy, dx in ((-step, 0.0), (step, 0.0), (0.0, -step), (0.0, step)):
+                    moved |= self._consider(best.moved(dy=dy, dx=dx))
+                if self.scale_range > 0:
+                    for factor in (1.0 - self.scale_range * step / 2, 1.0 + self.scale_range * step / 2):
+                        # About the watermark's centre, so that a scale step does not also shift it.
+                        moved |= self._consider(_scaled_about_centre(self.best, self.matte, factor))
+                for delta in (-opacity_step, opacity_step):
+                    moved |= self._consider(self.best.moved(opacity=self.best.opacity + delta))
+                if not moved:
+                    break
+            if level == 0:
+                self._opacity_grid()
+            opacity_step /= 2
+        self._finished = AlignedWatermark(self.best, float(self.energy), float(self.untouched))
+        return self._finished
 
 
 def scan_shifts(image: np.ndarray, matte: WatermarkMatte, placement: Placement, radius: int,

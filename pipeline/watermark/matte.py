@@ -78,6 +78,12 @@ class WatermarkMatte:
 
     def placed(self, placement: Placement, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(α, α·W) of the image pixels in `box`, float32 (y1−y0)×(x1−x0)(×3), opacity factor applied."""
+        return self.with_opacity(self.warped(placement, box), placement.opacity)
+
+    def warped(self, placement: Placement, box: tuple[int, int, int, int]) -> np.ndarray:
+        """(α, α·W) of the image pixels in `box` at opacity factor 1: float32 (y1−y0)×(x1−x0)×4. The
+        warp does not depend on the opacity factor, so a caller trying many opacities at one position
+        warps once (`with_opacity`)."""
         y0, x0, y1, x1 = box
         matrix = self.to_image_matrix(placement)
         matrix[:, 2] -= (x0, y0)
@@ -85,8 +91,12 @@ class WatermarkMatte:
         size = (x1 - x0, y1 - y0)
         warped = cv2.warpAffine(self._warp_source, inverse, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        warped = warped.reshape(size[1], size[0], 4)
-        return np.clip(warped[..., 0] * placement.opacity, 0.0, 1.0), warped[..., 1:] * placement.opacity
+        return warped.reshape(size[1], size[0], 4)
+
+    @staticmethod
+    def with_opacity(warped: np.ndarray, opacity: float) -> tuple[np.ndarray, np.ndarray]:
+        """(α, α·W) of a `warped` matte at `opacity`: what `placed` returns."""
+        return np.clip(warped[..., 0] * opacity, 0.0, 1.0), warped[..., 1:] * opacity
 
     @functools.cached_property
     def _warp_source(self) -> np.ndarray:

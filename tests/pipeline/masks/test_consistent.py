@@ -102,11 +102,19 @@ def test_saved_template_gives_the_same_masks(fitted, dataset):
     np.testing.assert_array_equal(reloaded.template.matte.color, fitted.template.matte.color)
 
 
-def test_the_matte_check_can_be_turned_off(dataset):
-    images, _, _ = dataset
+def test_the_matte_check_can_be_turned_off(dataset, fitted):
+    images, _, clean_scenes = dataset
     generator = ConsistentWatermarkGenerator(ConsistentWatermarkConfig(matte_check=False))
     report = generator.fit(images[:12])
     assert generator.template.matte is None and report.matte_images == 0
+    # A template that carries a matte all the same (the job adds one for its inversion) is not asked
+    # either: the unmatched image's mask is the template match's alone, and the inversion may ask later.
+    assert fitted.template.matte is not None
+    generator.template = fitted.template
+    clean = clean_scenes[-1]
+    assert fitted(clean).details.get("matte_checked") is True
+    unchecked = generator(clean)
+    assert "matte_checked" not in unchecked.details and not unchecked.hole.any()
 
 
 def test_unfitted_generator_and_tiny_samples_are_refused(dataset):

@@ -203,3 +203,35 @@ def test_a_candidate_a_few_pixels_off_is_scanned_onto_the_watermark():
         assert found is not None
         assert footprint_psnr(found[1].image, data.clean[index], data.alpha[index]) > 35
         assert step.invert_unmatched(data.clean[index], Placement(float(y + 3), float(x - 3))) is None
+
+
+def test_a_clean_image_is_turned_down_at_the_first_look_and_a_watermarked_one_is_confirmed_as_before(monkeypatch):
+    """Every clean image of a dataset the template does not match pays the matte check: its starts are
+    looked at (best opacity where they start) before any is hill-climbed, and none is climbed when no
+    first look removes a quarter of `min_gain`. Watermarked images get exactly the full search's answer;
+    a clean one is turned down as before, for well under half the energy evaluations."""
+    from pipeline.watermark import Placement, align
+    from pipeline.watermark.restore import UNMATCHED_SCAN_PX, best_alignment, confirm_watermark
+
+    calls = {"n": 0}
+    energy = align._Evaluator.energy
+
+    def counted(self, placement):
+        calls["n"] += 1
+        return energy(self, placement)
+
+    monkeypatch.setattr(align._Evaluator, "energy", counted)
+    data = blend(scenes(4, seed=9), opacity=0.3, jitter=0)
+    matte = exact_matte(data.coverage, 0.3, (255, 255, 255))
+    for index in range(4):
+        y, x = data.offsets[index]
+        candidates = [Placement(float(y + 1), float(x - 1)), Placement(float(y + 3), float(x - 3))]
+        full = best_alignment(data.marked[index], matte, candidates, scan_px=UNMATCHED_SCAN_PX)
+        confirmed = confirm_watermark(data.marked[index], matte, candidates)
+        assert confirmed is not None and confirmed.aligned == full
+
+        calls["n"] = 0
+        clean_full = best_alignment(data.clean[index], matte, candidates, scan_px=UNMATCHED_SCAN_PX)
+        full_calls, calls["n"] = calls["n"], 0
+        assert confirm_watermark(data.clean[index], matte, candidates) is None
+        assert clean_full.gain < 0.02 and calls["n"] < 0.5 * full_calls
