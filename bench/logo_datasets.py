@@ -138,6 +138,7 @@ def _paste_lattice(alpha: np.ndarray, tile: np.ndarray, condition: LogoCondition
     """Paste `tile` at every point of the dataset's lattice that touches `alpha` (partial tiles included)."""
     if condition.lattice not in ("grid", "diagonal"):
         raise ValueError(f"unknown lattice {condition.lattice!r}")
+    tile_width = tile.shape[1]
     if condition.lattice == "diagonal":
         height, width = tile.shape
         turn = cv2.getRotationMatrix2D((width / 2, height / 2), condition.lattice_angle, 1.0)
@@ -147,8 +148,10 @@ def _paste_lattice(alpha: np.ndarray, tile: np.ndarray, condition: LogoCondition
         turn[1, 2] += size[1] / 2 - height / 2
         tile = cv2.warpAffine(tile, turn, size, flags=cv2.INTER_LINEAR)
     rows, cols = alpha.shape
-    step_x = 1.6 * tile.shape[1]
-    step_y = 2.2 * tile.shape[0] if condition.lattice == "grid" else 1.3 * tile.shape[0]
+    # The spacing follows the image width exactly (the tile's size is rounded to whole pixels).
+    exact_width = condition.width_fraction * cols
+    step_x = 1.6 * exact_width * tile.shape[1] / tile_width
+    step_y = (2.2 if condition.lattice == "grid" else 1.3) * exact_width * tile.shape[0] / tile_width
     shift = 0.5 * step_x if condition.lattice == "diagonal" else 0.0
     margin = 0.25 * condition.width_fraction * cols
     vertical, _, horizontal = condition.anchor.partition("-")

@@ -95,6 +95,10 @@ _TILED_RESOLUTION = 640
 _TILED_GUESSES = 2
 # An image's lattice is searched ± this share of the frame side around the fitted one.
 _TILED_PHASE_SEARCH = 0.01
+# ... and scaled by up to ± this (tile sizes rounded to whole pixels by the tool that tiled them drift
+# the lattice by a pixel per row or two), in this many steps.
+_TILED_SCALE_SEARCH = 0.03
+_TILED_SCALE_STEPS = 5
 # The lowest tiled match score (`_tiled_match`) that counts as the watermark, whatever chance is.
 _TILED_MIN_SCORE = 0.12
 _TILED_NO_MATTE = "a tiled watermark gets no matte estimate (its holes are inpainted, not inverted)"
@@ -601,8 +605,9 @@ class ConsistentWatermarkGenerator(BatchMixin):
             lattice=lattice,
         )
         framed = [_FramedImage.of(image, frame) for image in sample]
-        placements = [image.to_placement(float(s), bool(p), (float(corner[0] + y), float(corner[1] + x)), 1.0)
-                      for image, s, p, y, x in zip(framed, alignment.score, present, alignment.y, alignment.x)]
+        placements = [image.to_placement(float(s), bool(p), (float(corner[0] * k + y), float(corner[1] * k + x)), float(k))
+                      for image, s, p, y, x, k in zip(framed, alignment.score, present, alignment.y, alignment.x,
+                                                      alignment.scale)]
         self.report = FitReport(images=len(sample), anchor=frame.anchor, normaliser=frame.normaliser,
                                 template_shape=support.shape, support_pixels=int(support.sum()),
                                 match_threshold=threshold, seed_margin=0.0, indices=sorted(indices),
@@ -630,28 +635,35 @@ class ConsistentWatermarkGenerator(BatchMixin):
         matches = [self._tiled_match(image, lattice) for image in framed]
         return frame, lattice, _Alignment(
             y=np.array([m[1] for m in matches], np.float64), x=np.array([m[2] for m in matches], np.float64),
-            scale=np.ones(len(matches)), score=np.array([m[0] for m in matches]),
-            null=np.array([m[3] for m in matches]))
+            scale=np.array([m[3] for m in matches]), score=np.array([m[0] for m in matches]),
+            null=np.array([m[4] for m in matches]))
 
-    def _tiled_match(self, framed: _FramedImage, lattice: Lattice) -> tuple[float, float, float, float]:
-        """(score, dy, dx, chance) of the tiled watermark in one frame-scale image: the best normalised
-        correlation of the image's orientation field with the lattice drawn over it, shifted by up to
-        ± `_TILED_PHASE_SEARCH` of the frame side, and the same with the lattice moved by half a cell."""
+    def _tiled_match(self, framed: _FramedImage, lattice: Lattice) -> tuple[float, float, float, float, float]:
+        """(score, dy, dx, scale, chance) of the tiled watermark in one frame-scale image: the best normalised
+        correlation of the image's orientation field with the lattice drawn over it, scaled by up to
+        ± `_TILED_SCALE_SEARCH` and shifted by up to ± `_TILED_PHASE_SEARCH` of the frame side; and the same
+        at that scale with the lattice moved by half a cell (where the tiles are not: chance)."""
         radius = max(2, round(_TILED_PHASE_SEARCH * max(framed.resized.shape[:2])))
         shape = framed.resized.shape[:2]
         image_field = orientation_field(color_gradients(framed.resized), blur=MATCH_BLUR)
-        score, dy, dx = match_phase(image_field, periodic_orientation(lattice, shape, framed.origin, MATCH_BLUR),
-                                    radius)
-        chance = match_phase(image_field, periodic_orientation(lattice, shape, framed.origin, MATCH_BLUR,
-                                                               shift=lattice.half_cell()), radius)[0]
-        return score, float(dy), float(dx), chance
+        best = (-1.0, 0, 0, 1.0)
+        for scale in _scale_grid(_TILED_SCALE_SEARCH, _TILED_SCALE_STEPS):
+            model = periodic_orientation(lattice.placed(0.0, 0.0, scale), shape, framed.origin, MATCH_BLUR)
+            score, dy, dx = match_phase(image_field, model, radius)
+            if score > best[0]:
+                best = (score, dy, dx, scale)
+        score, dy, dx, scale = best
+        chance_lattice = lattice.placed(*(lattice.half_cell() * scale), scale)
+        chance = match_phase(image_field, periodic_orientation(chance_lattice, shape, framed.origin, MATCH_BLUR),
+                             radius)[0]
+        return score, float(dy), float(dx), scale, chance
 
     def _tiled_mask(self, image: np.ndarray, framed: _FramedImage) -> MaskResult:
         """Every tile of the fitted lattice in one image (partial ones at its border included), or nothing
         when the tiled watermark does not match it better than the fit's threshold."""
         assert self.template is not None and self.template.lattice is not None
         template, lattice = self.template, self.template.lattice
-        score, dy, dx, chance = self._tiled_match(framed, lattice)
+        score, dy, dx, scale, chance = self._tiled_match(framed, lattice)
         present = score >= template.match_threshold
         height, width = image.shape[:2]
         ratio_y, ratio_x = framed.resized.shape[0] / height, framed.resized.shape[1] / width
@@ -663,12 +675,12 @@ class ConsistentWatermarkGenerator(BatchMixin):
         frame_y = (np.arange(height, dtype=np.float64) + 0.5) * ratio_y - 0.5 - framed.origin[0]
         frame_x = (np.arange(width, dtype=np.float64) + 0.5) * ratio_x - 0.5 - framed.origin[1]
         grid_y, grid_x = np.meshgrid(frame_y, frame_x, indexing="ij")
-        placed = lattice.shifted(dy, dx)
+        placed = lattice.placed(dy, dx, scale)
         hole = placed.render(placed.cell_support.astype(np.float32), grid_y, grid_x) > 0.5
         instances = len(np.unique(placed.cell_indices(grid_y[hole], grid_x[hole]), axis=0)) if hole.any() else 0
         to_image = np.array([1 / ratio_y, 1 / ratio_x])
-        details.update(instances=instances, lattice={
-            "vectors_px": np.round(lattice.vectors * to_image, 2).tolist(),
+        details.update(instances=instances, scale=round(scale, 4), lattice={
+            "vectors_px": np.round(placed.vectors * to_image, 2).tolist(),
             "origin_px": np.round((placed.origin + np.array(framed.origin)) * to_image, 2).tolist(),
             "shift_px": [round(dy / ratio_y, 2), round(dx / ratio_x, 2)]})
         return MaskResult(hole=hole, method=self.method, details=details)

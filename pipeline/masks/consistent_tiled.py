@@ -85,8 +85,10 @@ class Lattice:
         a, b = self.lattice_coordinates(frame_y, frame_x)
         return np.stack([np.floor(a), np.floor(b)], axis=-1).astype(np.int64).reshape(-1, 2)
 
-    def shifted(self, dy: float, dx: float) -> Lattice:
-        return Lattice(self.vectors, self.origin + np.array([dy, dx]), self.cell_gradients, self.cell_support)
+    def placed(self, dy: float, dx: float, scale: float = 1.0) -> Lattice:
+        """The lattice scaled by `scale` about the anchor (tile and spacing alike), then moved by (dy, dx)."""
+        return Lattice(self.vectors * scale, self.origin * scale + np.array([dy, dx]), self.cell_gradients,
+                       self.cell_support)
 
     def half_cell(self) -> np.ndarray:
         """(dy, dx) from a lattice point to the middle of its cell: where a tile is not (for chance)."""
