@@ -428,7 +428,7 @@ def consistent_dataset_rows(part: str, count: int, seed: int, only: set[int] | N
                 false_alarms += int(hole.any())
         note = (f"fit {fit_seconds:.0f}s CPU; {report.anchor}/{report.normaliser}; "
                 f"masked without logo {false_alarms}/{absent}")
-        if report.lattice is not None:
+        if getattr(report, "lattice", None) is not None:  # main before tiled watermarks has none
             counts_found = [r.details.get("instances", 0) for r in results]
             note += f"; tiled, {np.median(counts_found):.0f} tiles/image (median)"
         rows.append(Row("consistent", f"{name} [{design}]", counts, seconds * counts.images / len(samples), note))
