@@ -156,7 +156,8 @@ def _paste_lattice(alpha: np.ndarray, tile: np.ndarray, condition: LogoCondition
     margin = 0.25 * condition.width_fraction * cols
     vertical, _, horizontal = condition.anchor.partition("-")
     y0 = {"top": margin, "bottom": rows - margin - tile.shape[0]}.get(vertical, (rows - tile.shape[0]) / 2)
-    x0 = {"left": margin, "right": cols - margin - tile.shape[1]}.get(horizontal or vertical, (cols - tile.shape[1]) / 2)
+    x0 = {"left": margin, "right": cols - margin - tile.shape[1]}.get(horizontal or vertical,
+                                                                     (cols - tile.shape[1]) / 2)
     first_row = -int(np.ceil((y0 + tile.shape[0]) / step_y))
     for row in range(first_row, int((rows - y0) / step_y) + 2):
         y = y0 + row * step_y

@@ -605,7 +605,9 @@ class ConsistentWatermarkGenerator(BatchMixin):
             lattice=lattice,
         )
         framed = [_FramedImage.of(image, frame) for image in sample]
-        placements = [image.to_placement(float(s), bool(p), (float(corner[0] * k + y), float(corner[1] * k + x)), float(k))
+        # The instance nearest the anchor, where each image's lattice (scaled about the anchor) puts it.
+        placements = [image.to_placement(float(s), bool(p), (float(corner[0] * k + y), float(corner[1] * k + x)),
+                                         float(k))
                       for image, s, p, y, x, k in zip(framed, alignment.score, present, alignment.y, alignment.x,
                                                       alignment.scale)]
         self.report = FitReport(images=len(sample), anchor=frame.anchor, normaliser=frame.normaliser,

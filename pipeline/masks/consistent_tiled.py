@@ -333,24 +333,21 @@ def instance_tile(lattice: Lattice) -> tuple[np.ndarray, np.ndarray]:
     frame_x += centre[1] - width / 2
     inside = lattice.cell_indices(frame_y, frame_x)
     home = np.all(inside == lattice.cell_indices(np.array([centre[0]]), np.array([centre[1]]))[0], axis=1)
-    support = (lattice.render(lattice.cell_support.astype(np.float32), frame_y, frame_x) > 0.5) & home.reshape(height, width)
+    drawn = lattice.render(lattice.cell_support.astype(np.float32), frame_y, frame_x) > 0.5
+    support = drawn & home.reshape(height, width)
     return lattice.render(lattice.cell_gradients, frame_y, frame_x), support
 
 
 # -------------------------------------------------------------------------------------------- match
 
 
-def periodic_orientation(lattice: Lattice, shape: tuple[int, int], origin: tuple[int, int], blur: float,
-                         shift: np.ndarray | None = None) -> np.ndarray:
+def periodic_orientation(lattice: Lattice, shape: tuple[int, int], origin: tuple[int, int], blur: float
+                         ) -> np.ndarray:
     """float32 H×W×2 orientation field of the tiled watermark drawn over a frame-scale image of `shape`
-    whose anchor is at `origin` (moved by `shift` frame px, e.g. half a cell for chance)."""
+    whose anchor is at `origin` (see `Lattice.placed` for a moved or scaled lattice)."""
     frame_y, frame_x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    frame_y -= origin[0]
-    frame_x -= origin[1]
-    if shift is not None:
-        frame_y -= shift[0]
-        frame_x -= shift[1]
-    return orientation_field(lattice.render(lattice.cell_gradients, frame_y, frame_x), blur=blur)
+    return orientation_field(lattice.render(lattice.cell_gradients, frame_y - origin[0], frame_x - origin[1]),
+                             blur=blur)
 
 
 def match_phase(image_field: np.ndarray, model_field: np.ndarray, radius: int) -> tuple[float, int, int]:
