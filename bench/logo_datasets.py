@@ -4,7 +4,9 @@ A dataset is a list of photos of mixed sizes and orientations; each (or most) ca
 anchored to a corner or the centre at an offset proportional to the image, with per-image position
 jitter, a logo size proportional to the image width (times a random scale), a plain colour without
 keyline at a given opacity, and optional JPEG re-encoding. Logos are drawn in code: an outline shape
-and letters, several designs. Tiled datasets repeat a logo in a (possibly staggered) grid.
+and letters, several designs. Tiled datasets repeat a logo in a (possibly staggered) grid; lattice
+datasets (`LogoCondition.lattice`) repeat it on one lattice shared by the dataset the way stock previews
+do: anchored to a corner or the centre, spacing in proportion to the image width, no jitter.
 
 Hold-out (used only for the final table, never while tuning): the photos listed by `photo_split`
 as "held out" (the last 20 of cbsd68 and the last 16 of the ~1024 px scenes, in sorted name order)
@@ -89,7 +91,10 @@ class LogoCondition:
     anchor: "top-left", …, "bottom-right" or "center"; jitter: ± fraction of each image side;
     width_fraction: logo width / image width; scale_jitter: ± random relative scale per image;
     opacity: (low, high) drawn per dataset; color: "white" or "black"; jpeg: (low, high) quality or
-    None; absent: share of images without the logo; tiled: repeat the logo in a staggered grid.
+    None; absent: share of images without the logo; tiled: repeat the logo in a staggered grid at a
+    random offset per image; lattice: "grid" (rows and columns) or "diagonal" (every row shifted by half
+    a column, the logo turned by `lattice_angle` degrees) repeats it on a lattice fixed across the dataset,
+    with a lattice point `width_fraction`·0.25 of the width from `anchor` (the centre: a logo centred).
     """
 
     anchor: str = "bottom-right"
@@ -101,6 +106,8 @@ class LogoCondition:
     jpeg: tuple[int, int] | None = None
     absent: float = 0.0
     tiled: bool = False
+    lattice: str = ""
+    lattice_angle: float = 30.0
 
 
 @dataclass
@@ -127,6 +134,38 @@ def _paste(weight: np.ndarray, tile: np.ndarray, y: int, x: int) -> None:
         np.maximum(weight[y0:y1, x0:x1], tile[y0 - y : y1 - y, x0 - x : x1 - x], out=weight[y0:y1, x0:x1])
 
 
+def _paste_lattice(alpha: np.ndarray, tile: np.ndarray, condition: LogoCondition) -> None:
+    """Paste `tile` at every point of the dataset's lattice that touches `alpha` (partial tiles included)."""
+    if condition.lattice not in ("grid", "diagonal"):
+        raise ValueError(f"unknown lattice {condition.lattice!r}")
+    tile_width = tile.shape[1]
+    if condition.lattice == "diagonal":
+        height, width = tile.shape
+        turn = cv2.getRotationMatrix2D((width / 2, height / 2), condition.lattice_angle, 1.0)
+        cos, sin = abs(turn[0, 0]), abs(turn[0, 1])
+        size = (round(width * cos + height * sin), round(width * sin + height * cos))
+        turn[0, 2] += size[0] / 2 - width / 2
+        turn[1, 2] += size[1] / 2 - height / 2
+        tile = cv2.warpAffine(tile, turn, size, flags=cv2.INTER_LINEAR)
+    rows, cols = alpha.shape
+    # The spacing follows the image width exactly (the tile's size is rounded to whole pixels).
+    exact_width = condition.width_fraction * cols
+    step_x = 1.6 * exact_width * tile.shape[1] / tile_width
+    step_y = (2.2 if condition.lattice == "grid" else 1.3) * exact_width * tile.shape[0] / tile_width
+    shift = 0.5 * step_x if condition.lattice == "diagonal" else 0.0
+    margin = 0.25 * condition.width_fraction * cols
+    vertical, _, horizontal = condition.anchor.partition("-")
+    y0 = {"top": margin, "bottom": rows - margin - tile.shape[0]}.get(vertical, (rows - tile.shape[0]) / 2)
+    x0 = {"left": margin, "right": cols - margin - tile.shape[1]}.get(horizontal or vertical,
+                                                                     (cols - tile.shape[1]) / 2)
+    first_row = -int(np.ceil((y0 + tile.shape[0]) / step_y))
+    for row in range(first_row, int((rows - y0) / step_y) + 2):
+        y = y0 + row * step_y
+        offset = x0 + row * shift
+        for col in range(-int(np.ceil((offset + tile.shape[1]) / step_x)), int((cols - offset) / step_x) + 2):
+            _paste(alpha, tile, round(y), round(offset + col * step_x))
+
+
 def logo_dataset(photos: list[np.ndarray], design: str, condition: LogoCondition, seed: int) -> list[LogoSample]:
     """The photos with the logo applied per `condition` (one draw of placement/scale per image)."""
     rng = np.random.default_rng(seed)
@@ -143,7 +182,9 @@ def logo_dataset(photos: list[np.ndarray], design: str, condition: LogoCondition
                           interpolation=cv2.INTER_AREA)
         alpha = np.zeros((height, width), np.float32)
         if index not in absent:
-            if condition.tiled:
+            if condition.lattice:
+                _paste_lattice(alpha, tile, condition)
+            elif condition.tiled:
                 step_x, step_y = round(tile.shape[1] * 1.5), round(tile.shape[0] * 2.5)
                 oy, ox = int(rng.integers(0, step_y)), int(rng.integers(0, step_x))
                 for row, y in enumerate(range(-oy, height, step_y)):

@@ -378,6 +378,10 @@ LOGO_CONDITIONS = (
     ("scale ±20%", dict(scale_jitter=0.2)),
     ("JPEG q70-95", dict(jpeg=(70, 95))),
     ("30% without the logo", dict(absent=0.3)),
+    ("tiled grid from top-left, white 0.3-0.6", dict(lattice="grid", anchor="top-left", width_fraction=0.18,
+                                                     opacity=(0.3, 0.6))),
+    ("tiled diagonal (30°) from centre, white 0.3-0.6", dict(lattice="diagonal", anchor="center",
+                                                             width_fraction=0.18, opacity=(0.3, 0.6))),
 )
 
 
@@ -396,7 +400,8 @@ def consistent_dataset_rows(part: str, count: int, seed: int, only: set[int] | N
         design = designs[index % len(designs)]
         if only is not None and index not in only:
             continue
-        samples = logo_dataset([read_rgb(p) for p in paths], design, LogoCondition(**spec), seed=seed + index)
+        photos = [read_rgb(p) for p in paths]
+        samples = logo_dataset(photos, design, LogoCondition(**spec), seed=seed + index)
         generator = ConsistentWatermarkGenerator(ConsistentWatermarkConfig())
         start = time.process_time()
         try:
@@ -413,8 +418,9 @@ def consistent_dataset_rows(part: str, count: int, seed: int, only: set[int] | N
         config = default_postprocess("consistent")
         counts, false_alarms, absent = Counts(), 0, 0
         start = time.process_time()
-        holes = [postprocess(generator(sample.image), config).hole for sample in samples]
+        results = [generator(sample.image) for sample in samples]
         seconds = time.process_time() - start
+        holes = [postprocess(result, config).hole for result in results]
         for sample, hole in zip(samples, holes):
             if sample.support.any():
                 counts.add(hole, _as_sample(sample))
@@ -423,6 +429,11 @@ def consistent_dataset_rows(part: str, count: int, seed: int, only: set[int] | N
                 false_alarms += int(hole.any())
         note = (f"fit {fit_seconds:.0f}s CPU; {report.anchor}/{report.normaliser}; "
                 f"masked without logo {false_alarms}/{absent}")
+        if getattr(report, "lattice", None) is not None:  # main before tiled watermarks has none
+            counts_found = [r.details.get("instances", 0) for r in results]
+            note += f"; tiled, {np.median(counts_found):.0f} tiles/image (median)"
+        if spec.get("lattice"):  # every image carries the tiles: the same photos clean measure false alarms
+            note += f"; clean photos masked {sum(generator(photo).hole.any() for photo in photos)}/{len(photos)}"
         rows.append(Row("consistent", f"{name} [{design}]", counts, seconds * counts.images / len(samples), note))
         print(f"  consistent / {name} [{design}]: IoU {counts.metrics()['iou']:.3f}; {note}", flush=True)
     return rows

@@ -24,6 +24,12 @@ images lack it. So we
    gradient energy it should (`pipeline.watermark.restore.confirm_watermark`), the mask is the matte's
    footprint (`details.matched = "matte"`), else it is empty.
 
+A watermark tiled over the whole picture (stock previews: one logo or word on a grid or diagonal
+lattice shared by the dataset) is looked for first (`consistent_tiled`): when the images' aligned
+median repeats on a 2-D lattice, the template is one tile and its `Lattice`, and every image's mask is
+the tile repeated over the lattice (partial tiles at the border included); otherwise steps 1–5 run as
+described.
+
 The fit's result for downstream use (e.g. estimating the watermark's colour and opacity and inverting
 it): `WatermarkTemplate` (median gradients, support, frame) and, per fit image, a `Placement` in
 `FitReport.placements`; `ConsistentWatermarkGenerator.locate(image)` gives the placement in any image
@@ -43,6 +49,8 @@ import numpy as np
 
 from .base import BatchMixin, MaskGenerationError, MaskResult, check_image
 from .consistent_seed import Seed, SeedSettings, find_seed, frame_fields
+from .consistent_tiled import (Lattice, LatticeGuess, cell_grid, find_lattices, fit_cell, fold, instance_tile,
+                               match_phase, periodic_orientation, refine_vectors)
 from .fields import color_gradients, orientation_field
 from .frames import ANCHORS, NORMALISERS, Frame, candidate_frames
 from .watermark_support import main_component_box, null_magnitude, structure_threshold, support_from_gradients
@@ -79,6 +87,21 @@ _MAX_TEMPLATE_SHARE = 0.6
 _GEOMETRY_MARGIN = 0.004
 _GEOMETRY_CANDIDATES = 4
 _GEOMETRY_APART = 0.006
+# Tiled watermarks: the lattice is looked for in frames of this resolution, and the tile estimated at
+# most at this one (many instances per image make up for the lower resolution; masks are drawn at the
+# image's own pixels); this many lattice guesses (best first) are fitted and the best matching kept.
+_TILED_DETECT_RESOLUTION = 256
+_TILED_RESOLUTION = 640
+_TILED_GUESSES = 2
+# An image's lattice is searched ± this share of the frame side around the fitted one.
+_TILED_PHASE_SEARCH = 0.01
+# ... and scaled by up to ± this (tile sizes rounded to whole pixels by the tool that tiled them drift
+# the lattice by a pixel per row or two), in this many steps.
+_TILED_SCALE_SEARCH = 0.03
+_TILED_SCALE_STEPS = 5
+# The lowest tiled match score (`_tiled_match`) that counts as the watermark, whatever chance is.
+_TILED_MIN_SCORE = 0.12
+_TILED_NO_MATTE = "a tiled watermark gets no matte estimate (its holes are inpainted, not inverted)"
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,9 @@ class ConsistentWatermarkConfig:
             watermarks the template match misses (low opacity, JPEG, busy backgrounds). Off: an image
             below the match threshold gets an empty mask (also with a template that carries a matte:
             the job adds one for its inversion, which may then ask it).
+        tiled: first look for a watermark tiled over the whole picture on one lattice (a grid or diagonal
+            repeat of a logo or word, as on stock previews) and, when the fit images share one, mask every
+            tile; off: only a single watermark is fitted.
         seed: seed of the fit sample and of the misalignments that measure chance.
     """
 
@@ -125,6 +151,7 @@ class ConsistentWatermarkConfig:
     search: Literal["anywhere", "expected"] = "expected"
     search_margin: float = 0.03
     matte_check: bool = True
+    tiled: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -144,6 +171,8 @@ class ConsistentWatermarkConfig:
             raise ValueError(f"search must be 'anywhere' or 'expected', got {self.search!r}")
         if self.resolution < 64 or self.refine_iterations < 0 or self.search_margin < 0:
             raise ValueError("resolution must be >= 64, refine_iterations and search_margin >= 0")
+        if not isinstance(self.matte_check, bool) or not isinstance(self.tiled, bool):
+            raise ValueError(f"matte_check and tiled must be true or false, got {self.matte_check!r}, {self.tiled!r}")
 
 
 # ---------------------------------------------------------------------------------------- results
@@ -190,6 +219,8 @@ class WatermarkTemplate:
     match_threshold: score from which an image counts as carrying the watermark.
     matte: the watermark's matte α and colour W estimated from the fit images (None: not estimated, or
         too few images carried it); saved in the same `.npz` (`pipeline.watermark.matte`).
+    lattice: for a watermark tiled over the picture, its tile and lattice (`consistent_tiled.Lattice`);
+        gradients / support / orientation are then one instance of the tile. None: a single watermark.
     """
 
     gradients: np.ndarray
@@ -200,6 +231,7 @@ class WatermarkTemplate:
     scales: np.ndarray
     match_threshold: float
     matte: WatermarkMatte | None = None
+    lattice: Lattice | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -244,6 +276,7 @@ class WatermarkTemplate:
             frame_sizes=np.array([self.frame.resolution, self.frame.reference], np.float64),
             offsets=self.offsets, scales=self.scales, match_threshold=np.array(self.match_threshold),
             **(self.matte.arrays() if self.matte is not None else {}),
+            **(self.lattice.arrays() if self.lattice is not None else {}),
         )
 
     @classmethod
@@ -256,7 +289,7 @@ class WatermarkTemplate:
             return cls(gradients=data["gradients"], support=data["support"], orientation=data["orientation"],
                        frame=Frame(str(data["anchor"]), str(data["normaliser"]), resolution, reference),
                        offsets=data["offsets"], scales=data["scales"], match_threshold=float(data["match_threshold"]),
-                       matte=WatermarkMatte.from_arrays(data))
+                       matte=WatermarkMatte.from_arrays(data), lattice=Lattice.from_arrays(data))
 
 
 @dataclass
@@ -275,6 +308,7 @@ class FitReport:
     placements: list[Placement] = field(default_factory=list)
     matte_images: int = 0
     matte_error: str = ""
+    lattice: dict[str, Any] | None = None
 
     @property
     def match_scores(self) -> list[float]:
@@ -294,6 +328,7 @@ class FitReport:
             "match_score_min": round(float(scores.min()), 4),
             "present_share": round(self.present_share, 3),
             "matte_images": self.matte_images, **({"matte_error": self.matte_error} if self.matte_error else {}),
+            **({"lattice": self.lattice} if self.lattice is not None else {}),
         }
 
 
@@ -510,6 +545,10 @@ class ConsistentWatermarkGenerator(BatchMixin):
         if len(sample) < 3:
             raise MaskGenerationError(f"the consistent generator needs at least 3 images to fit, got {len(sample)}")
         shapes = [image.shape[:2] for image in sample]
+        if self.config.tiled:
+            tiled = self._tiled_fit(sample, shapes, indices)
+            if tiled is not None:
+                return tiled
 
         # The preferred frame first; when its watermark cannot be reconstructed or hardly matches its own
         # images, the next ones (a scene structure that recurs near one corner can win the coarse stage).
@@ -527,6 +566,127 @@ class ConsistentWatermarkGenerator(BatchMixin):
             return report
         assert refusal is not None
         raise refusal
+
+    def _tiled_fit(self, sample: list[np.ndarray], shapes: list[tuple[int, int]], indices: list[int]
+                   ) -> FitReport | None:
+        """The template of a watermark tiled over the picture, if the fit images share one (see
+        `consistent_tiled`); None (and the single-watermark fit runs) when their aligned medians do not
+        repeat on a lattice or its tile does not match most of them."""
+        resolution = min(float(_TILED_DETECT_RESOLUTION), float(np.median([min(s) for s in shapes])))
+        guesses = find_lattices(sample, candidate_frames(shapes, self.config.anchors, self.config.normalisers,
+                                                         resolution))
+        best: tuple[float, Frame, Lattice, _Alignment] | None = None
+        for guess in guesses[:_TILED_GUESSES]:
+            fitted = self._fit_lattice(sample, shapes, guess)
+            if fitted is None:
+                continue
+            frame, lattice, alignment = fitted
+            # The mean, not the median: a frame that fits only one orientation of the images must lose.
+            quality = float(np.mean(alignment.score - alignment.null))
+            log.debug("tiled guess %s/%s: strength %.3f, quality %.3f", frame.anchor, frame.normaliser,
+                      guess.strength, quality)
+            if best is None or quality > best[0]:
+                best = (quality, frame, lattice, alignment)
+        if best is None:
+            return None
+        _, frame, lattice, alignment = best
+        # The tiled score counts only the tiles' edge zone, over the whole picture: lower than one logo's
+        # for the same evidence, and its chance level (the lattice moved by half a cell) is steady.
+        threshold = max(_TILED_MIN_SCORE, float(np.percentile(alignment.null, 95)) + _PRESENCE_MARGIN)
+        present = alignment.score >= threshold
+        if float(np.median(alignment.score)) < threshold or present.mean() < self.config.min_present_share:
+            log.info("the fit images repeat on a lattice, but too few match its tile (%.0f%% above %.2f): "
+                     "fitting a single watermark", 100 * present.mean(), threshold)
+            return None
+        gradients, support = instance_tile(lattice)
+        corner = lattice.origin + lattice.half_cell() - np.array(support.shape) / 2
+        self.template = WatermarkTemplate(
+            gradients=gradients, support=support, orientation=orientation_field(gradients), frame=frame,
+            offsets=corner[None, :].astype(np.float64), scales=np.ones(1), match_threshold=threshold,
+            lattice=lattice,
+        )
+        framed = [_FramedImage.of(image, frame) for image in sample]
+        # The instance nearest the anchor, where each image's lattice (scaled about the anchor) puts it.
+        placements = [image.to_placement(float(s), bool(p), (float(corner[0] * k + y), float(corner[1] * k + x)),
+                                         float(k))
+                      for image, s, p, y, x, k in zip(framed, alignment.score, present, alignment.y, alignment.x,
+                                                      alignment.scale)]
+        self.report = FitReport(images=len(sample), anchor=frame.anchor, normaliser=frame.normaliser,
+                                template_shape=support.shape, support_pixels=int(support.sum()),
+                                match_threshold=threshold, seed_margin=0.0, indices=sorted(indices),
+                                placements=[placements[k] for k in np.argsort(indices)],
+                                matte_error=_TILED_NO_MATTE, lattice=lattice.as_dict(frame))
+        log.info("consistent watermark (tiled): %s", self.report.as_dict())
+        return self.report
+
+    def _fit_lattice(self, sample: list[np.ndarray], shapes: list[tuple[int, int]], guess: LatticeGuess
+                     ) -> tuple[Frame, Lattice, _Alignment] | None:
+        """Tile and lattice at the final resolution in the frame of `guess`, and each fit image's match."""
+        typical_size = float(np.percentile([guess.frame.normalising_size(s) for s in shapes], 90))
+        resolution = max(min(float(self.config.resolution), float(_TILED_RESOLUTION), typical_size),
+                         guess.frame.resolution)
+        frame = guess.frame.with_resolution(resolution)
+        vectors = refine_vectors(sample, frame, guess.vectors * resolution / guess.frame.resolution)
+        framed = [_FramedImage.of(image, frame) for image in sample]
+        grid = Lattice(vectors, np.zeros(2), np.zeros((*cell_grid(vectors), 6), np.float32),
+                       np.zeros(cell_grid(vectors), bool))
+        folded = [fold(color_gradients(image.resized), image.origin, grid) for image in framed]
+        lattice = fit_cell(folded, vectors, self.config.edge_threshold, self.config.support_threshold,
+                           self.config.seed)
+        if lattice is None:
+            return None
+        matches = [self._tiled_match(image, lattice) for image in framed]
+        return frame, lattice, _Alignment(
+            y=np.array([m[1] for m in matches], np.float64), x=np.array([m[2] for m in matches], np.float64),
+            scale=np.array([m[3] for m in matches]), score=np.array([m[0] for m in matches]),
+            null=np.array([m[4] for m in matches]))
+
+    def _tiled_match(self, framed: _FramedImage, lattice: Lattice) -> tuple[float, float, float, float, float]:
+        """(score, dy, dx, scale, chance) of the tiled watermark in one frame-scale image: the best normalised
+        correlation of the image's orientation field with the lattice drawn over it, scaled by up to
+        ± `_TILED_SCALE_SEARCH` and shifted by up to ± `_TILED_PHASE_SEARCH` of the frame side; and the same
+        at that scale with the lattice moved by half a cell (where the tiles are not: chance)."""
+        radius = max(2, round(_TILED_PHASE_SEARCH * max(framed.resized.shape[:2])))
+        shape = framed.resized.shape[:2]
+        image_field = orientation_field(color_gradients(framed.resized), blur=MATCH_BLUR)
+        best = (-1.0, 0, 0, 1.0)
+        for scale in _scale_grid(_TILED_SCALE_SEARCH, _TILED_SCALE_STEPS):
+            model = periodic_orientation(lattice.placed(0.0, 0.0, scale), shape, framed.origin, MATCH_BLUR)
+            score, dy, dx = match_phase(image_field, model, radius)
+            if score > best[0]:
+                best = (score, dy, dx, scale)
+        score, dy, dx, scale = best
+        chance_lattice = lattice.placed(*(lattice.half_cell() * scale), scale)
+        chance = match_phase(image_field, periodic_orientation(chance_lattice, shape, framed.origin, MATCH_BLUR),
+                             radius)[0]
+        return score, float(dy), float(dx), scale, chance
+
+    def _tiled_mask(self, image: np.ndarray, framed: _FramedImage) -> MaskResult:
+        """Every tile of the fitted lattice in one image (partial ones at its border included), or nothing
+        when the tiled watermark does not match it better than the fit's threshold."""
+        assert self.template is not None and self.template.lattice is not None
+        template, lattice = self.template, self.template.lattice
+        score, dy, dx, scale, chance = self._tiled_match(framed, lattice)
+        present = score >= template.match_threshold
+        height, width = image.shape[:2]
+        ratio_y, ratio_x = framed.resized.shape[0] / height, framed.resized.shape[1] / width
+        details: dict[str, Any] = {"match_score": round(score, 4), "chance_score": round(chance, 4),
+                                   "anchor": template.anchor, "matched": bool(present), "tiled": True}
+        if not present:
+            return MaskResult(hole=np.zeros((height, width), bool), method=self.method, details=details)
+        # Image pixel centres in frame coordinates (the frame is the resized image, anchor at `origin`).
+        frame_y = (np.arange(height, dtype=np.float64) + 0.5) * ratio_y - 0.5 - framed.origin[0]
+        frame_x = (np.arange(width, dtype=np.float64) + 0.5) * ratio_x - 0.5 - framed.origin[1]
+        grid_y, grid_x = np.meshgrid(frame_y, frame_x, indexing="ij")
+        placed = lattice.placed(dy, dx, scale)
+        hole = placed.render(placed.cell_support.astype(np.float32), grid_y, grid_x) > 0.5
+        instances = len(np.unique(placed.cell_indices(grid_y[hole], grid_x[hole]), axis=0)) if hole.any() else 0
+        to_image = np.array([1 / ratio_y, 1 / ratio_x])
+        details.update(instances=instances, scale=round(scale, 4), lattice={
+            "vectors_px": np.round(placed.vectors * to_image, 2).tolist(),
+            "origin_px": np.round((placed.origin + np.array(framed.origin)) * to_image, 2).tolist(),
+            "shift_px": [round(dy / ratio_y, 2), round(dx / ratio_x, 2)]})
+        return MaskResult(hole=hole, method=self.method, details=details)
 
     def _estimate_matte(self, sample: list[np.ndarray], report: FitReport) -> None:
         """The fitted template's matte from the fit images; a refusal (too few carry the watermark for
@@ -848,8 +1008,10 @@ class ConsistentWatermarkGenerator(BatchMixin):
     def __call__(self, image: np.ndarray, *, key: str | None = None) -> MaskResult:
         """image: uint8 H×W×3. Hole = template support at its best match, or empty if the score is low."""
         framed = self._framed(image)  # once: the fit-geometry search below reuses it
-        placement = self._locate(framed)
         assert self.template is not None
+        if self.template.lattice is not None:
+            return self._tiled_mask(image, framed)
+        placement = self._locate(framed)
         details: dict[str, Any] = {"match_score": round(placement.score, 4), "scale": round(placement.scale, 4),
                                    "anchor": self.template.anchor, "matched": placement.present}
         hole = self.template.support_mask(image.shape[:2], placement)

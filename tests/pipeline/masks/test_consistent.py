@@ -295,3 +295,10 @@ def test_the_matte_finds_faint_logos_the_template_misses_and_leaves_clean_images
         assert not clean.hole.any() and clean.details["matched"] is False and clean.details["matte_checked"]
         assert not without_check(faint).hole.any()
     assert found >= 2
+
+
+def test_a_single_logo_is_fitted_without_a_lattice(fitted, plain_white):
+    """The tiled search (on by default) leaves datasets with one logo per image to the single fit."""
+    for generator in (fitted, plain_white[0]):
+        assert generator.template.lattice is None and "lattice" not in generator.report.as_dict()
+        assert "tiled" not in generator(plain_white[1][0]).details
