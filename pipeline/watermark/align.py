@@ -136,12 +136,9 @@ class Alignment:
         self.untouched = self.evaluator.energy(placement.moved(opacity=0.0))
         self.best, self.energy = placement, np.inf
         self._opacity_grid()
+        # The best opacity at the start's own position (its gain is a lower bound of `finish()`'s).
+        self.first_look = AlignedWatermark(self.best, float(self.energy), float(self.untouched))
         self._finished: AlignedWatermark | None = None
-
-    @property
-    def first_look(self) -> AlignedWatermark:
-        """The best opacity at the start's own position (its gain is a lower bound of `finish()`'s)."""
-        return AlignedWatermark(self.best, float(self.energy), float(self.untouched))
 
     def _consider(self, candidate: Placement) -> bool:
         low, high = self.opacity_range

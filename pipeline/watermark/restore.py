@@ -100,19 +100,11 @@ def best_alignment(image: np.ndarray, matte: WatermarkMatte, candidates: Placeme
             alignments.append(Alignment(image, matte, start))
     if not alignments:
         return None
-    looks = [alignment.first_look for alignment in alignments]
-    if max(look.gain for look in looks) < first_look_gain:
-        return _highest_gain(looks)
-    return _highest_gain([alignment.finish() for alignment in alignments])
-
-
-def _highest_gain(alignments: Sequence[AlignedWatermark]) -> AlignedWatermark:
-    """The first of the highest gain (the order of the starts breaks ties)."""
-    best = alignments[0]
-    for aligned in alignments[1:]:
-        if aligned.gain > best.gain:
-            best = aligned
-    return best
+    # max() keeps the first of equal gains: the order of the starts breaks ties.
+    look = max((alignment.first_look for alignment in alignments), key=lambda aligned: aligned.gain)
+    if look.gain < first_look_gain:
+        return look
+    return max((alignment.finish() for alignment in alignments), key=lambda aligned: aligned.gain)
 
 
 @dataclass
