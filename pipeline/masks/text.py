@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .base import MaskResult, check_image, config_from_mapping
-from .glyphs import glyph_strokes
+from .glyphs import POLARITIES, Polarity, glyph_strokes
 from .text_detector import (
     DETECTOR_MODELS,
     DetectorModel,
@@ -76,6 +76,9 @@ class TextMaskConfig:
         fill: "glyphs" = the hole is the letters' strokes inside each box, grown by `glyph_margin_px`
             (falling back to the whole box where strokes cannot be separated); "box" = the whole box.
         glyph_margin_px: margin grown around the strokes in "glyphs" mode (anti-aliasing, shadows).
+        glyph_polarity: which letters the strokes are: "auto" (per box, the polarity whose strokes fall
+            into fewer pieces: the other one picks the gaps between the letters and the background's
+            texture), or "bright" / "dark" for a dataset whose watermarks are known to be white / black.
         min_recognition_confidence: read each region with the bundled recogniser and drop regions read
             with lower confidence (textures the detector mistakes for text); 0 = detection only.
         keep_scene_text: leave text that belongs to the scene (signs, plates, lettering on objects)
@@ -104,6 +107,7 @@ class TextMaskConfig:
     max_area_ratio: float = 0.5
     fill: Fill = "glyphs"
     glyph_margin_px: float = 4.0
+    glyph_polarity: Polarity = "auto"
     min_recognition_confidence: float = 0.5
     keep_scene_text: bool = True
     overlay: OverlayRule = OverlayRule()
@@ -125,6 +129,8 @@ class TextMaskConfig:
             raise ValueError(f"min_recognition_confidence must be in [0, 1), got {self.min_recognition_confidence}")
         if self.glyph_margin_px < 0:
             raise ValueError(f"glyph_margin_px must be >= 0, got {self.glyph_margin_px}")
+        if self.glyph_polarity not in POLARITIES:
+            raise ValueError(f"glyph_polarity must be one of {', '.join(POLARITIES)}, got {self.glyph_polarity!r}")
         if self.position not in ("anywhere", "corners", "edges"):
             raise ValueError(f"position must be anywhere, corners or edges, got {self.position!r}")
         if not 0.0 < self.pixel_threshold < 1.0 or not 0.0 <= self.min_score < 1.0:
@@ -375,7 +381,7 @@ class TextMaskGenerator:
             readings = [reading for reading, ok in zip(all_readings, readable) if ok]
 
         # Strokes once per region: the scene rule reads them bare, the hole grows them by the margin.
-        glyphs = [glyph_strokes(image, region.polygon) for region in kept]
+        glyphs = [glyph_strokes(image, region.polygon, polarity=self.config.glyph_polarity) for region in kept]
         tiled = find_tiled_pattern([r.polygon for r in kept], [text for text, _ in readings], shape) \
             if self.config.find_tiled else None
         judgements = judge_regions(image, [r.polygon for r in kept], [g.hole(0.0) for g in glyphs],
@@ -387,6 +393,7 @@ class TextMaskGenerator:
             regions_report.append({
                 "box": [round(float(v), 1) for v in region.box], "text": text,
                 "recognition_confidence": round(confidence, 4), "kept": keep,
+                "strokes": glyphs[number].polarity,
                 "reason": judgement.reason if judgement.overlay or not keep
                 else f"kept anyway (keep_scene_text off); {judgement.reason}",
                 "cues": judgement.cues,

@@ -100,3 +100,16 @@ def test_recogniser_reads_text_confidently_and_texture_not(two_texts, photo):
     verifier = TextVerifier()
     (readable,), (texture,) = verifier.confidences(image, [text_box]), verifier.confidences(noise, [text_box])
     assert readable > 0.8 and texture < 0.5
+
+
+@pytest.mark.parametrize(("place", "opacity"), [((120, 40), 0.6), ((150, 260), 0.75)])
+def test_a_black_watermark_over_a_textured_photo_is_masked_by_its_letters(photo, place, opacity):
+    # Default config, scene rule on. The box's bright top-hat holds the background between the dark
+    # letters and the photo's texture; taken for the strokes, the "letters" were the coloured photo
+    # (judged coloured scene lettering, nothing masked). Now the dark letters are the strokes.
+    image, support = paint_text(photo, "pixelvault.com", place, size=28, color=(0, 0, 0), opacity=opacity)
+    result = TextMaskGenerator(TextMaskConfig())(image)
+    assert recall(result.hole, support) > 0.9
+    assert [region["strokes"] for region in result.details["regions"] if region["kept"]] == ["dark"]
+    near = dilate_hole(support, 2 * GT_MARGIN_PX)
+    assert (result.hole & near).sum() / result.hole.sum() > 0.85

@@ -45,11 +45,15 @@ def _float_glyph_hole(image, polygon, margin_px, min_contrast=10.0):
         if share in (0.0, 1.0):
             continue
         separation = (values[strokes].mean() - values[~strokes].mean()) * np.sqrt(share * (1 - share))
-        if best is None or separation > best[0]:
-            best = (separation, (response > level) & inside)
+        mask = (response > level) & inside
+        # The letters are the polarity whose strokes fall into fewer pieces of >= 4 px; ties: separation.
+        _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        pieces = int((np.bincount(labels[mask]) >= 4).sum()) if mask.any() else 0
+        if best is None or (pieces, -separation) < (best[0], -best[1]):
+            best = (pieces, separation, mask)
     if best is None:
         return inside, (y0, x0), True
-    strokes = remove_small_components(best[1], 4)
+    strokes = remove_small_components(best[2], 4)
     if strokes.sum() < 0.03 * inside.sum():
         return inside, (y0, x0), True
     return dilate_hole(strokes, margin_px) & dilate_hole(inside, margin_px), (y0, x0), False
