@@ -23,6 +23,7 @@ import numpy as np
 from .base import MaskResult, check_image, config_from_mapping
 from .glyphs import glyph_strokes
 from .text_detector import (
+    CUDA_PROVIDER,
     DETECTOR_MODELS,
     DetectorModel,
     DetectorSessions,
@@ -63,7 +64,9 @@ class TextMaskConfig:
             960 the detector also found more small scene text); 0 = only `min_side` decides.
         max_side: and downscaled so their longer side is at most this (memory and time), unless `tile`.
         tile: images whose longer side exceeds `max_side` are detected in overlapping max_side tiles
-            at full resolution instead of being downscaled (small text in large photos survives).
+            at full resolution instead of being downscaled (small text in large photos survives);
+            those with no more pixels than max_side² (a 4:3 or 16:9 photo of ~1 MP) in one view at
+            full resolution, which costs one forward of that size instead of two tiles.
         passes: detector passes whose probability maps are merged: "plain", "inverted" (255 − image:
             dark text on a light busy background) and "contrast" (local contrast normalised: faint,
             semi-transparent text). Each pass costs one forward.
@@ -181,8 +184,12 @@ def plan_views(shape: tuple[int, int], config: TextMaskConfig) -> tuple[list[_Vi
     # Tiles only where the picture itself is larger than max_side; upscaled small pictures stay whole.
     if not config.tile or max(height, width) <= config.max_side * 1.01:
         scale = min(scale, config.max_side / max(height, width))
-        size = (max(32, int(round(height * scale / 32)) * 32), max(32, int(round(width * scale / 32)) * 32))
-        return [_View((0, 0, height, width), size)], scale
+        return [_View((0, 0, height, width), _scaled_size(shape, scale))], scale
+    # A picture with no more pixels than one max_side² view (a 1155×866 or 1280×720 photo) is detected
+    # whole at full resolution: two overlapping tiles would cost ~1.7× its one forward.
+    whole = _scaled_size(shape, scale)
+    if whole[0] * whole[1] <= config.max_side * config.max_side:
+        return [_View((0, 0, height, width), whole)], scale
     side = config.max_side
     step = int(side * (1 - _TILE_OVERLAP))
     starts_y, starts_x = _tile_starts(height, side, step), _tile_starts(width, side, step)
@@ -192,6 +199,11 @@ def plan_views(shape: tuple[int, int], config: TextMaskConfig) -> tuple[list[_Vi
             y1, x1 = min(y0 + side, height), min(x0 + side, width)
             views.append(_View((y0, x0, y1, x1), network_size((y1 - y0, x1 - x0), max(y1 - y0, x1 - x0))))
     return views, 1.0
+
+
+def _scaled_size(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(h, w) network size of a picture of `shape` (H, W) scaled by `scale`, in multiples of 32."""
+    return (max(32, int(round(shape[0] * scale / 32)) * 32), max(32, int(round(shape[1] * scale / 32)) * 32))
 
 
 def _tile_starts(length: int, side: int, step: int) -> list[int]:
@@ -285,7 +297,9 @@ class TextMaskGenerator:
         if self.config.min_recognition_confidence > 0:
             from .text_verify import TextVerifier
 
-            self._verifier = TextVerifier(self.config.threads_per_session)
+            # On the detector's device: on a GPU actor the recogniser is most of a tiled mask's CPU time.
+            self._verifier = TextVerifier(self.config.threads_per_session,
+                                          use_cuda=self._pool.active_provider == CUDA_PROVIDER)
 
     @property
     def provider(self) -> str:
@@ -424,6 +438,7 @@ class TextMaskGenerator:
         details["detector_scale"] = round(float(scale), 3)
         details["detector_views"] = len(views)
         if self._verifier is not None:
+            details["recognizer_provider"] = self._verifier.provider
             details["recognition_confidence"] = [round(readings[i][1], 4) for i in holes_from]
         if tiled is not None:
             details["tiled"] = tiled.describe()
