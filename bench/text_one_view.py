@@ -79,7 +79,8 @@ def main() -> None:
     config = watermarks.default_postprocess("text")
     shape = (samples["line, busy"] or samples["line, calm"])[0].image.shape
     print(f"[{args.split}] photos resized to {args.megapixels} MP (e.g. {shape[1]}x{shape[0]}), one thread")
-    print("| row | images | two tiles: F1 (P / R) | one view: F1 (P / R) | two tiles CPU s/mask | one view CPU s/mask |")
+    print("| row | images | two tiles: F1 (P / R) | one view: F1 (P / R) | two tiles CPU s/mask | "
+          "one view CPU s/mask |")
     print("|---|---|---|---|---|---|")
     for row, items in samples.items():
         cells, seconds = [], []
