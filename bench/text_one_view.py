@@ -1,5 +1,5 @@
-"""Text masks on ~1 MP photos wider than max_side: two overlapping tiles (the rule before) vs one
-full-resolution view (`plan_views` now). Prints quality and CPU time of both on the same samples.
+"""Text masks on ~1 MP photos wider than max_side: two overlapping tiles (the default) vs one
+full-resolution view (`single_view_max_pixels=1024²`). Prints quality and CPU time of both on the same samples.
 
 The tuning split's ~1024 px scene and urban photos are resized to `--megapixels` (their longer side then
 exceeds 1024, which is where the two rules differ), then the issue-11 rows of `bench/watermarks.py` are
@@ -20,25 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import watermarks  # noqa: E402  (puts the repository first on sys.path)
 
-import pipeline.masks.text as text_module  # noqa: E402
-
-WHOLE_VIEW_PLAN = text_module.plan_views
-
-
-def tiled_plan(shape: tuple[int, int], config: text_module.TextMaskConfig):
-    """The rule before: every picture whose longer side exceeds max_side is cut into max_side tiles."""
-    height, width = shape
-    if not config.tile or max(height, width) <= config.max_side * 1.01:
-        return WHOLE_VIEW_PLAN(shape, config)
-    side = config.max_side
-    step = int(side * (1 - text_module._TILE_OVERLAP))
-    views = []
-    for y0 in text_module._tile_starts(height, side, step):
-        for x0 in text_module._tile_starts(width, side, step):
-            y1, x1 = min(y0 + side, height), min(x0 + side, width)
-            size = text_module.network_size((y1 - y0, x1 - x0), max(y1 - y0, x1 - x0))
-            views.append(text_module._View((y0, x0, y1, x1), size))
-    return views, 1.0
+ONE_VIEW = 1024 * 1024  # single_view_max_pixels: a ~1 MP photo in one full-resolution view
 
 
 def resized(photo: np.ndarray, megapixels: float) -> np.ndarray:
@@ -75,7 +57,8 @@ def main() -> None:
     samples = rows(args.split, args.megapixels, args.tiled, args.limit)
     if not samples["line, busy"] and not samples["line, calm"]:
         raise SystemExit("no photos: ../shared/datasets is absent")
-    generator = watermarks.TextMaskGenerator(watermarks.TextMaskConfig(device="cpu", threads_per_session=1))
+    generators = [watermarks.TextMaskGenerator(watermarks.TextMaskConfig(
+        device="cpu", threads_per_session=1, single_view_max_pixels=pixels)) for pixels in (0, ONE_VIEW)]
     config = watermarks.default_postprocess("text")
     shape = (samples["line, busy"] or samples["line, calm"])[0].image.shape
     print(f"[{args.split}] photos resized to {args.megapixels} MP (e.g. {shape[1]}x{shape[0]}), one thread")
@@ -84,8 +67,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for row, items in samples.items():
         cells, seconds = [], []
-        for plan in (tiled_plan, WHOLE_VIEW_PLAN):
-            text_module.plan_views = plan  # looked up at call time by the generator
+        for generator in generators:
             started = time.process_time()
             if row == "urban (clean)":
                 results = [watermarks.postprocess(generator(image), config) for image in items]
@@ -98,7 +80,6 @@ def main() -> None:
                 m = counts.metrics()
                 cells.append(f"{m['f1']:.3f} ({m['precision']:.3f} / {m['recall']:.3f})")
             seconds.append((time.process_time() - started) / max(len(items), 1))
-        text_module.plan_views = WHOLE_VIEW_PLAN
         print(f"| {row} | {len(items)} | {cells[0]} | {cells[1]} | {seconds[0]:.2f} | {seconds[1]:.2f} |", flush=True)
 
 

@@ -63,6 +63,13 @@ def image_shape(args: argparse.Namespace) -> tuple[int, int]:
     return args.side, args.side
 
 
+def single_view(args: argparse.Namespace, config_type: type) -> dict:
+    """--single-view-max-pixels as a config field; a checkout without the field (--baseline) runs its own rule."""
+    if not args.single_view_max_pixels or "single_view_max_pixels" not in config_type.__dataclass_fields__:
+        return {}
+    return {"single_view_max_pixels": args.single_view_max_pixels}
+
+
 def measure(args: argparse.Namespace) -> list[dict]:
     """Median CPU seconds per mask of each kind, with the `pipeline` package found first on sys.path."""
     from pipeline.masks import TextMaskConfig, TextMaskGenerator
@@ -70,7 +77,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
     cv2.setNumThreads(1)  # per core: OpenCV's own worker threads would spread the glyph work
     config = TextMaskConfig(detector=args.detector, model_path=args.model_path,
                             passes=tuple(args.passes.split(",")), device="cpu",
-                            threads_per_session=1, max_side=args.max_side, tile=not args.no_tile)
+                            threads_per_session=1, max_side=args.max_side, tile=not args.no_tile,
+                            **single_view(args, TextMaskConfig))
     generator = TextMaskGenerator(config)
     rows = []
     for kind in args.kinds.split(","):
@@ -152,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", help="HxW instead of --side: e.g. 866x1155 (a 4:3 photo of 1 MP)")
     parser.add_argument("--max-side", type=int, default=1024)
     parser.add_argument("--no-tile", action="store_true", help="downscale large images instead of tiling")
+    parser.add_argument("--single-view-max-pixels", type=int, default=0,
+                        help="TextMaskConfig.single_view_max_pixels (1048576: a ~1 MP photo in one view)")
     args = parser.parse_args(argv)
     if any(kind not in KINDS for kind in args.kinds.split(",")):
         parser.error(f"--kinds: comma-separated among {', '.join(KINDS)}")
@@ -173,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows))
         return 0
     print(f"detector {args.model_path or args.detector}, passes {args.passes}, max_side {args.max_side}, "
-          f"{'no tiles' if args.no_tile else 'tiles'}, images {'x'.join(map(str, image_shape(args)))}, one thread, CPU time")
+          f"{'no tiles' if args.no_tile else 'tiles'}, single view up to {args.single_view_max_pixels} px, "
+          f"images {'x'.join(map(str, image_shape(args)))}, one thread, CPU time")
     if before:
         print(f"before = {args.baseline}, after = {args.code}")
         print("| images | count | regions (median) | before CPU s/mask | after CPU s/mask | speed-up | "

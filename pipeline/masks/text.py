@@ -64,9 +64,13 @@ class TextMaskConfig:
             960 the detector also found more small scene text); 0 = only `min_side` decides.
         max_side: and downscaled so their longer side is at most this (memory and time), unless `tile`.
         tile: images whose longer side exceeds `max_side` are detected in overlapping max_side tiles
-            at full resolution instead of being downscaled (small text in large photos survives);
-            those with no more pixels than max_side² (a 4:3 or 16:9 photo of ~1 MP) in one view at
-            full resolution, which costs one forward of that size instead of two tiles.
+            at full resolution instead of being downscaled (small text in large photos survives).
+        single_view_max_pixels: with `tile`, a picture whose network input has at most this many pixels
+            is detected in one full-resolution view even when its longer side exceeds max_side; 0 = off.
+            1048576 (1024²) takes a 4:3 or 16:9 photo of ~1 MP in one forward instead of two tiles that
+            overlap over most of it: 1.35-1.7× faster per mask, but two overlapping looks merged by
+            their maximum find more on busy backgrounds (tuning photos at 0.98 MP: line F1 0.600 →
+            0.576 busy, 0.544 → 0.542 calm, tiled 0.815 → 0.822; bench/text_one_view.py), hence off.
         passes: detector passes whose probability maps are merged: "plain", "inverted" (255 − image:
             dark text on a light busy background) and "contrast" (local contrast normalised: faint,
             semi-transparent text). Each pass costs one forward.
@@ -98,6 +102,7 @@ class TextMaskConfig:
     min_long_side: int = 800
     max_side: int = 1024
     tile: bool = True
+    single_view_max_pixels: int = 0
     passes: tuple[Pass, ...] = ("plain",)
     pixel_threshold: float = 0.3
     min_score: float = 0.5
@@ -138,6 +143,8 @@ class TextMaskConfig:
             raise ValueError(f"max_area_ratio must be in (0, 1], got {self.max_area_ratio}")
         if self.unclip_ratio < 0 or self.min_side < 0 or self.min_long_side < 0 or self.max_side < 64:
             raise ValueError("unclip_ratio, min_side and min_long_side must be >= 0 and max_side >= 64")
+        if self.single_view_max_pixels < 0:
+            raise ValueError(f"single_view_max_pixels must be >= 0 (0 = off), got {self.single_view_max_pixels}")
         if self.sessions < 1 or self.threads_per_session < 0 or self.batch_size < 1:
             raise ValueError("sessions and batch_size must be >= 1, threads_per_session >= 0")
         if isinstance(self.overlay, Mapping):  # from a mapping (CLI, YAML): unknown keys are errors
@@ -185,10 +192,10 @@ def plan_views(shape: tuple[int, int], config: TextMaskConfig) -> tuple[list[_Vi
     if not config.tile or max(height, width) <= config.max_side * 1.01:
         scale = min(scale, config.max_side / max(height, width))
         return [_View((0, 0, height, width), _scaled_size(shape, scale))], scale
-    # A picture with no more pixels than one max_side² view (a 1155×866 or 1280×720 photo) is detected
-    # whole at full resolution: two overlapping tiles would cost ~1.7× its one forward.
+    # Optionally a picture of few enough pixels (a 1155×866 or 1280×720 photo) is detected whole at full
+    # resolution: two overlapping tiles cost ~1.7× its one forward (see `single_view_max_pixels`).
     whole = _scaled_size(shape, scale)
-    if whole[0] * whole[1] <= config.max_side * config.max_side:
+    if whole[0] * whole[1] <= config.single_view_max_pixels:
         return [_View((0, 0, height, width), whole)], scale
     side = config.max_side
     step = int(side * (1 - _TILE_OVERLAP))

@@ -119,11 +119,15 @@ def test_a_small_photo_is_detected_upscaled_and_its_small_overlay_text_masked(ph
     assert (result.hole & truth).sum() > 0.8 * result.hole.sum()
 
 
-def test_a_photo_of_about_one_megapixel_is_detected_whole_at_full_resolution():
-    """A 4:3 or 16:9 photo of ~1 MP has a longer side above max_side but no more pixels than one
-    max_side² view: one full-resolution forward, not two overlapping tiles (~1.7× the work)."""
-    config = TextMaskConfig(max_side=1024)
-    for shape in ((866, 1155), (720, 1280), (1155, 866)):
+def test_a_photo_of_about_one_megapixel_can_be_detected_whole_at_full_resolution():
+    """A 4:3 or 16:9 photo of ~1 MP has a longer side above max_side: two overlapping tiles by default;
+    with single_view_max_pixels = 1024² one full-resolution forward (~1.7× less work)."""
+    shapes = ((866, 1155), (720, 1280), (1155, 866))
+    for shape in shapes:
+        views, scale = plan_views(shape, TextMaskConfig(max_side=1024))
+        assert len(views) == 2 and scale == 1.0
+    config = TextMaskConfig(max_side=1024, single_view_max_pixels=1024 * 1024)
+    for shape in shapes:
         (view,), scale = plan_views(shape, config)
         assert scale == 1.0 and view.window == (0, 0, *shape)
         assert view.size[0] * view.size[1] <= 1024 * 1024 and abs(view.size[0] - shape[0]) <= 16
@@ -131,8 +135,11 @@ def test_a_photo_of_about_one_megapixel_is_detected_whole_at_full_resolution():
     views, _ = plan_views((800, 1344), config)
     assert len(views) == 2
     # Without tiling a large photo is still shrunk to max_side, whatever its pixel count.
-    (shrunk,), shrink = plan_views((720, 1280), TextMaskConfig(max_side=1024, tile=False))
+    (shrunk,), shrink = plan_views((720, 1280), TextMaskConfig(max_side=1024, tile=False,
+                                                               single_view_max_pixels=1024 * 1024))
     assert max(shrunk.size) == 1024 and shrink == pytest.approx(1024 / 1280)
+    with pytest.raises(ValueError, match="single_view_max_pixels"):
+        TextMaskConfig(single_view_max_pixels=-1)
 
 
 class _SessionOnProviders:
