@@ -1,6 +1,6 @@
 """Single-thread speed of the text mask generator at about 1 MP (issue 11: >= 4 masks/s per CPU core).
 
-    python bench/text_speed.py [--images N] [--side 1024] [--kinds clean,line,tiled] [--stages]
+    python bench/text_speed.py [--images N] [--side 1024 | --shape 866x1155] [--kinds clean,line,tiled] [--stages]
                                [--baseline DIR [--rounds N]]
                                [--passes plain] [--detector ppocrv6-small] [--max-side 1024] [--no-tile]
 
@@ -35,15 +35,15 @@ PHOTOS = ROOT.parent / "shared" / "datasets" / "scenes"
 KINDS = ("clean", "line", "tiled")
 
 
-def bench_images(kind: str, count: int, side: int) -> list[np.ndarray]:
-    """`count` uint8 side×side×3 photos of `kind` (fixed seed); textured noise without ../shared."""
+def bench_images(kind: str, count: int, shape: tuple[int, int]) -> list[np.ndarray]:
+    """`count` uint8 H×W×3 photos (`shape` = (H, W)) of `kind` (fixed seed); textured noise without ../shared."""
     import watermarks  # bench/watermarks.py: the same overlays as the quality table
 
     paths = sorted(PHOTOS.glob("*.jpg"))[:count] if PHOTOS.is_dir() else []
-    photos = [cv2.resize(watermarks.read_rgb(p), (side, side), interpolation=cv2.INTER_AREA) for p in paths]
+    photos = [cv2.resize(watermarks.read_rgb(p), (shape[1], shape[0]), interpolation=cv2.INTER_AREA) for p in paths]
     if not photos:
         rng = np.random.default_rng(0)
-        photos = [cv2.GaussianBlur(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), (0, 0), 2)
+        photos = [cv2.GaussianBlur(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), (0, 0), 2)
                   for _ in range(count)]
     if kind == "clean":
         return photos
@@ -55,6 +55,21 @@ def bench_images(kind: str, count: int, side: int) -> list[np.ndarray]:
                                     tiled=True).apply(p) for p in photos]
 
 
+def image_shape(args: argparse.Namespace) -> tuple[int, int]:
+    """(H, W) of the bench images: --shape HxW, else --side square."""
+    if args.shape:
+        height, width = (int(v) for v in args.shape.lower().split("x"))
+        return height, width
+    return args.side, args.side
+
+
+def single_view(args: argparse.Namespace, config_type: type) -> dict:
+    """--single-view-max-pixels as a config field; a checkout without the field (--baseline) runs its own rule."""
+    if not args.single_view_max_pixels or "single_view_max_pixels" not in config_type.__dataclass_fields__:
+        return {}
+    return {"single_view_max_pixels": args.single_view_max_pixels}
+
+
 def measure(args: argparse.Namespace) -> list[dict]:
     """Median CPU seconds per mask of each kind, with the `pipeline` package found first on sys.path."""
     from pipeline.masks import TextMaskConfig, TextMaskGenerator
@@ -62,11 +77,12 @@ def measure(args: argparse.Namespace) -> list[dict]:
     cv2.setNumThreads(1)  # per core: OpenCV's own worker threads would spread the glyph work
     config = TextMaskConfig(detector=args.detector, model_path=args.model_path,
                             passes=tuple(args.passes.split(",")), device="cpu",
-                            threads_per_session=1, max_side=args.max_side, tile=not args.no_tile)
+                            threads_per_session=1, max_side=args.max_side, tile=not args.no_tile,
+                            **single_view(args, TextMaskConfig))
     generator = TextMaskGenerator(config)
     rows = []
     for kind in args.kinds.split(","):
-        images = bench_images(kind, args.images, args.side)
+        images = bench_images(kind, args.images, image_shape(args))
         generator(images[0])  # warm-up: session initialisation and first-run allocations
         seconds, regions = [], []
         for image in images:
@@ -141,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", default="plain")
     parser.add_argument("--detector", default="ppocrv6-small")
     parser.add_argument("--model-path", type=Path, help="a DB detector ONNX file instead (normalised like --detector)")
+    parser.add_argument("--shape", help="HxW instead of --side: e.g. 866x1155 (a 4:3 photo of 1 MP)")
     parser.add_argument("--max-side", type=int, default=1024)
     parser.add_argument("--no-tile", action="store_true", help="downscale large images instead of tiling")
+    parser.add_argument("--single-view-max-pixels", type=int, default=0,
+                        help="TextMaskConfig.single_view_max_pixels (1048576: a ~1 MP photo in one view)")
     args = parser.parse_args(argv)
     if any(kind not in KINDS for kind in args.kinds.split(",")):
         parser.error(f"--kinds: comma-separated among {', '.join(KINDS)}")
@@ -164,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows))
         return 0
     print(f"detector {args.model_path or args.detector}, passes {args.passes}, max_side {args.max_side}, "
-          f"{'no tiles' if args.no_tile else 'tiles'}, images {args.side}x{args.side}, one thread, CPU time")
+          f"{'no tiles' if args.no_tile else 'tiles'}, single view up to {args.single_view_max_pixels} px, "
+          f"images {'x'.join(map(str, image_shape(args)))}, one thread, CPU time")
     if before:
         print(f"before = {args.baseline}, after = {args.code}")
         print("| images | count | regions (median) | before CPU s/mask | after CPU s/mask | speed-up | "

@@ -53,7 +53,9 @@ def rectified_crop(image: np.ndarray, polygon: np.ndarray) -> np.ndarray:
 class TextVerifier:
     """Recognition confidence (mean character probability, 0 when nothing is read) of text regions."""
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, threads: int = 0, *, use_cuda: bool = False) -> None:
+        """threads: intra-op threads (0 = all CPUs); use_cuda: run on onnxruntime's CUDA provider, as the
+        detector does when it found one (rapidocr falls back to the CPU, with a warning, without it)."""
         try:
             from rapidocr_onnxruntime.ch_ppocr_rec.text_recognize import TextRecognizer
         except ImportError as exc:  # pragma: no cover - a declared dependency
@@ -62,11 +64,16 @@ class TextVerifier:
             "model_path": str(_bundled_recognizer_path()),
             "rec_img_shape": _LINE_SHAPE,
             "rec_batch_num": _BATCH,
-            "use_cuda": False,
+            "use_cuda": use_cuda,
             "use_dml": False,
             "intra_op_num_threads": threads or max(1, os.cpu_count() or 1),
             "inter_op_num_threads": 1,
         })
+
+    @property
+    def provider(self) -> str:
+        """The ONNX Runtime execution provider the recogniser really runs on."""
+        return self._recognizer.session.session.get_providers()[0]
 
     def read(self, image: np.ndarray, polygons: list[np.ndarray]) -> list[tuple[str, float]]:
         """(text, confidence in [0, 1]) per polygon (4×2) of the uint8 H×W×3 RGB image; ("", 0) when

@@ -3,6 +3,7 @@ what onnxruntime offers; large images are detected in tiles."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,3 +117,81 @@ def test_a_small_photo_is_detected_upscaled_and_its_small_overlay_text_masked(ph
     truth = dilate_hole(support, 4)
     assert (result.hole & truth).sum() > 0.9 * truth.sum()
     assert (result.hole & truth).sum() > 0.8 * result.hole.sum()
+
+
+def test_a_photo_of_about_one_megapixel_can_be_detected_whole_at_full_resolution():
+    """A 4:3 or 16:9 photo of ~1 MP has a longer side above max_side: two overlapping tiles by default;
+    with single_view_max_pixels = 1024² one full-resolution forward (~1.7× less work)."""
+    shapes = ((866, 1155), (720, 1280), (1155, 866))
+    for shape in shapes:
+        views, scale = plan_views(shape, TextMaskConfig(max_side=1024))
+        assert len(views) == 2 and scale == 1.0
+    config = TextMaskConfig(max_side=1024, single_view_max_pixels=1024 * 1024)
+    for shape in shapes:
+        (view,), scale = plan_views(shape, config)
+        assert scale == 1.0 and view.window == (0, 0, *shape)
+        assert view.size[0] * view.size[1] <= 1024 * 1024 and abs(view.size[0] - shape[0]) <= 16
+    # A little over the budget (800 × 1344 = 1.03 × 1024²) and the photo is tiled again.
+    views, _ = plan_views((800, 1344), config)
+    assert len(views) == 2
+    # Without tiling a large photo is still shrunk to max_side, whatever its pixel count.
+    (shrunk,), shrink = plan_views((720, 1280), TextMaskConfig(max_side=1024, tile=False,
+                                                               single_view_max_pixels=1024 * 1024))
+    assert max(shrunk.size) == 1024 and shrink == pytest.approx(1024 / 1280)
+    with pytest.raises(ValueError, match="single_view_max_pixels"):
+        TextMaskConfig(single_view_max_pixels=-1)
+
+
+class _SessionOnProviders:
+    """A real CPU session that reports the providers it was asked for, as onnxruntime-gpu on a GPU would."""
+
+    def __init__(self, real, path, options, providers):
+        names = [p if isinstance(p, str) else p[0] for p in providers]
+        self.asked = names
+        self._session = real(path, options, providers=[CPU_PROVIDER])
+
+    def get_providers(self):
+        return self.asked
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def _fake_cuda_onnxruntime(monkeypatch) -> list[tuple[str, list[str]]]:
+    """onnxruntime (and rapidocr's view of it) offering CUDA on a GPU; returns the sessions' requests."""
+    import onnxruntime as ort
+    from rapidocr_onnxruntime.utils import infer_engine
+
+    asked: list[tuple[str, list[str]]] = []
+    real = ort.InferenceSession
+
+    def session(path, sess_options=None, providers=None, **kwargs):
+        opened = _SessionOnProviders(real, path, sess_options, providers or [CPU_PROVIDER])
+        asked.append((Path(path).name, opened.asked))
+        return opened
+
+    for module in (ort, infer_engine):
+        monkeypatch.setattr(module, "InferenceSession", session)
+        monkeypatch.setattr(module, "get_available_providers", lambda: [CUDA_PROVIDER, CPU_PROVIDER])
+    monkeypatch.setattr(infer_engine, "get_device", lambda: "GPU")
+    return asked
+
+
+def test_on_a_gpu_actor_the_detector_and_the_recogniser_run_on_cuda(monkeypatch, photo):
+    asked = _fake_cuda_onnxruntime(monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    image, support = paint_text(photo, "PREVIEW 2024", (40, 40), size=30, opacity=0.7)
+    result = TextMaskGenerator(TextMaskConfig(device="auto"))(image)
+    assert dict(asked) == {"PP-OCRv6_det_small.onnx": [CUDA_PROVIDER, CPU_PROVIDER],
+                           "ch_PP-OCRv4_rec_infer.onnx": [CUDA_PROVIDER, CPU_PROVIDER]}
+    assert result.details["provider"] == CUDA_PROVIDER and result.details["recognizer_provider"] == CUDA_PROVIDER
+    assert (result.hole & support).sum() > 0.8 * support.sum()
+
+
+def test_an_actor_without_a_gpu_keeps_both_networks_on_the_cpu(monkeypatch, photo):
+    """Ray gives an actor without num_gpus CUDA_VISIBLE_DEVICES="": CUDA is installed but not this actor's."""
+    asked = _fake_cuda_onnxruntime(monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    result = TextMaskGenerator(TextMaskConfig(device="auto"))(photo)
+    assert dict(asked) == {"PP-OCRv6_det_small.onnx": [CPU_PROVIDER], "ch_PP-OCRv4_rec_infer.onnx": [CPU_PROVIDER]}
+    assert result.details["provider"] == CPU_PROVIDER
