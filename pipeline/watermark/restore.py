@@ -228,8 +228,8 @@ class InversionStep:
     def _tiled_outcome(self, image: np.ndarray, hole: np.ndarray, tiles: Sequence[Placement]) -> InversionOutcome:
         """A tiled watermark inverted tile by tile: each tile is aligned on its own (a tool that tiles
         rounds positions to whole pixels, so tiles drift by a pixel or so from the lattice), and inverts
-        the hole pixels near its footprint that no earlier tile took. Hole pixels near no tile, and a
-        tile's pixels the inversion does not trust, are left to inpainting."""
+        the hole pixels near its footprint that no earlier tile took. A tile's pixels the inversion does
+        not trust, and slivers of tiles at the border, are left to inpainting."""
         restored = image
         taken = np.zeros(hole.shape, bool)
         inverted = np.zeros(hole.shape, bool)
@@ -238,8 +238,12 @@ class InversionStep:
         near = np.ones((2 * _TILE_ZONE_PX + 1, 2 * _TILE_ZONE_PX + 1), np.uint8)
         for placement in tiles:
             y0, x0, y1, x1 = self.matte.image_box(placement, hole.shape)
-            if y1 - y0 < 3 or x1 - x0 < 3:
-                continue  # the tile's box reaches the picture, its matte does not
+            if y1 - y0 < 3 or x1 - x0 < 3:  # a sliver at the border: too little to align, inpainted
+                sliver = np.zeros(hole.shape, bool)
+                sliver[y0:y1, x0:x1] = True
+                inpaint |= sliver & hole & ~taken
+                taken |= sliver & hole
+                continue
             aligned = align_watermark(image, self.matte, placement)
             zone = cv2.dilate(self.matte.footprint(aligned.placement, hole.shape).astype(np.uint8), near) > 0
             tile_hole = hole & zone & ~taken
@@ -255,7 +259,7 @@ class InversionStep:
             opacities.append(aligned.placement.opacity)
             if result.reason:
                 refused.append(result.reason)
-        inpaint |= hole & ~taken
+        # Hole pixels near no tile's matte are left as they are, as for one logo (the mask's dilation).
         note = f"{len(refused)} of {len(opacities)} tiles left pixels to inpainting (first: {refused[0]})" if refused else ""
         return InversionOutcome(image=restored, inpaint_hole=inpaint, inverted_px=int(inverted.sum()),
                                 inpainted_px=int(inpaint.sum()), residual=max(residuals) if residuals else float("nan"),

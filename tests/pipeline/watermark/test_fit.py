@@ -8,53 +8,16 @@ import json
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
 from pipeline.masks import ConsistentWatermarkConfig, ConsistentWatermarkGenerator, default_postprocess, postprocess
 from pipeline.watermark.fit import fit_matte, tile_instances
 from pipeline.watermark.restore import InversionStep, tile_placements
 
-from .conftest import PHOTOS, footprint_psnr, logo_coverage
-
-SHAPE = (240, 360)
-OPACITY = 0.45
-
-
-def _tiled(clean: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The ring-and-bar logo (no keyline), white at OPACITY, on one grid from the top-left corner in
-    every image, blended exactly: (marked images, exact α of each)."""
-    tile = cv2.resize(logo_coverage(), (72, 34), interpolation=cv2.INTER_AREA)
-    marked, alphas = [], []
-    for image in clean:
-        alpha = np.zeros(SHAPE, np.float32)
-        for y in range(12, SHAPE[0], 82):
-            for x in range(12, SHAPE[1], 122):
-                piece = tile[: SHAPE[0] - y, : SHAPE[1] - x]
-                alpha[y : y + piece.shape[0], x : x + piece.shape[1]] = piece * OPACITY
-        out = image * (1 - alpha[..., None]) + 255.0 * alpha[..., None]
-        marked.append(np.clip(np.rint(out), 0, 255).astype(np.uint8))
-        alphas.append(alpha)
-    return marked, alphas
-
-
-def _scenes(count: int) -> list[np.ndarray]:
-    """`count` SHAPE crops of the bundled photos (portrait ones turned; flipped copies add variety)."""
-    rng = np.random.default_rng(5)
-    photos = [np.asarray(Image.open(path).convert("RGB")) for path in PHOTOS]
-    photos = [np.rot90(p) if p.shape[0] > p.shape[1] else p for p in photos]
-    out = []
-    for index in range(count):
-        photo = photos[index % len(photos)]
-        photo = photo[:, ::-1] if (index // len(photos)) % 2 else photo
-        y, x = int(rng.integers(0, photo.shape[0] - SHAPE[0])), int(rng.integers(0, photo.shape[1] - SHAPE[1]))
-        out.append(np.ascontiguousarray(photo[y : y + SHAPE[0], x : x + SHAPE[1]]))
-    return out
-
+from .conftest import TILED_OPACITY, TILED_SHAPE, footprint_psnr, tiled_blend
 
 @pytest.fixture(scope="module")
 def tiled_fit():
-    clean = _scenes(16)
-    marked, alphas = _tiled(clean)
+    clean, marked, alphas = tiled_blend(16)
     generator = ConsistentWatermarkGenerator(ConsistentWatermarkConfig(matte_check=False))
     report = generator.fit(marked[:14])
     return generator, report, clean, marked, alphas
@@ -73,12 +36,12 @@ def test_a_tiled_watermarks_matte_is_estimated_from_its_tiles_and_inverted_tile_
     for image, aligned in zip(instances, fit.alignments):
         if aligned is None:
             continue
-        box = matte.image_box(aligned.placement, SHAPE)
+        box = matte.image_box(aligned.placement, TILED_SHAPE)
         placed, _ = matte.placed(aligned.placement, box)
         truth = alphas[next(i for i, m in enumerate(marked) if m is image)][box[0] : box[2], box[1] : box[3]]
         errors.append(((placed - truth)[truth > 0.05] ** 2).mean())
     assert len(errors) >= 14 and float(np.sqrt(np.mean(errors))) < 0.06
-    assert np.abs(matte.color[matte.alpha > 0.5 * OPACITY] - 255).mean() < 10
+    assert np.abs(matte.color[matte.alpha > 0.5 * TILED_OPACITY] - 255).mean() < 10
 
     template = generator.template
     template.matte = matte
