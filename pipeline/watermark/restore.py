@@ -61,7 +61,7 @@ def placement_from_provenance(provenance: Mapping[str, Any]) -> Placement | None
     return Placement(y=y0, x=x0, scale=float(details.get("scale", 1.0)))
 
 
-def tile_placements(provenance: dict[str, Any]) -> list[Placement]:
+def tile_placements(provenance: Mapping[str, Any]) -> list[Placement]:
     """The template's placement at every tile of a tiled watermark a consistent mask matched
     (details.tiles, details.tile_scale); empty for any other mask."""
     details = provenance.get("details") or {}
