@@ -112,11 +112,14 @@ class LogoCondition:
 
 @dataclass
 class LogoSample:
-    """uint8 H×W×3 watermarked image and its bool H×W logo support (all False without the logo)."""
+    """uint8 H×W×3 watermarked image and its bool H×W logo support (all False without the logo);
+    alpha: float32 H×W, the blend weight applied (logo α × the dataset's opacity); clean: the photo."""
 
     name: str
     image: np.ndarray
     support: np.ndarray
+    alpha: np.ndarray | None = None
+    clean: np.ndarray | None = None
 
 
 def _encode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -203,5 +206,6 @@ def logo_dataset(photos: list[np.ndarray], design: str, condition: LogoCondition
         image = np.clip(photo.astype(np.float32) * (1 - weight) + color * weight + 0.5, 0, 255).astype(np.uint8)
         if condition.jpeg is not None:
             image = _encode_jpeg(image, int(rng.integers(condition.jpeg[0], condition.jpeg[1] + 1)))
-        samples.append(LogoSample(name=str(index), image=image, support=alpha > GT_ALPHA_THRESHOLD))
+        samples.append(LogoSample(name=str(index), image=image, support=alpha > GT_ALPHA_THRESHOLD,
+                                  alpha=alpha * opacity, clean=photo))
     return samples

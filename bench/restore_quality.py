@@ -22,6 +22,11 @@ on the footprint's bounding box) against the clean photo, for:
 
     PYTHONPATH=. /work/main/.venv/bin/python bench/restore_quality.py [--split holdout|dev|all]
         [--opacity 0.3 0.5 ...] [--jpeg 95 75] [--jitter on off] [--colors white black orange]
+        [--layout single|tiled]
+
+`--layout tiled`: the logo at half size tiled over the whole picture (stock previews): the consistent
+generator fits the tile and its lattice, the matte is one tile's, estimated from its instances, and
+each tile is aligned and inverted on its own (pipeline.watermark.fit / restore).
 
 Photos: /work/shared/datasets/cbsd68 (68 photos, 481×321 either way round). `--split dev` = the first
 40 in name order (used while developing), `holdout` = the other 28 (not looked at until the final
@@ -83,17 +88,35 @@ class Sample:
     alpha: np.ndarray
 
 
+def tiled_alpha(shape: tuple[int, int], tile: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """float32 coverage of `tile` repeated on a grid from the top-left corner (16 px in, rows 2.4 and
+    columns 1.6 tile sizes apart, every other row shifted by half a column), moved by (dy, dx)."""
+    alpha = np.zeros(shape, np.float32)
+    step_y, step_x = round(2.4 * tile.shape[0]), round(1.6 * tile.shape[1])
+    for row, y in enumerate(range(16 + dy - 2 * step_y, shape[0], step_y)):
+        for x in range(16 + dx - 2 * step_x + (row % 2) * step_x // 2, shape[1], step_x):
+            y0, x0 = max(y, 0), max(x, 0)
+            y1, x1 = min(y + tile.shape[0], shape[0]), min(x + tile.shape[1], shape[1])
+            if y1 > y0 and x1 > x0:
+                alpha[y0:y1, x0:x1] = np.maximum(alpha[y0:y1, x0:x1], tile[y0 - y : y1 - y, x0 - x : x1 - x])
+    return alpha
+
+
 def make_samples(photos: list[np.ndarray], coverage: np.ndarray, color: tuple[int, int, int], opacity: float,
-                 quality: int, jitter: bool, seed: int) -> list[Sample]:
+                 quality: int, jitter: bool, seed: int, layout: str = "single") -> list[Sample]:
     rng = np.random.default_rng(seed)
+    tile = cv2.resize(coverage, (coverage.shape[1] // 2, coverage.shape[0] // 2), interpolation=cv2.INTER_AREA)
     samples = []
     for photo in photos:
         height, width = photo.shape[:2]
         dy, dx = (rng.integers(-JITTER_PX, JITTER_PX + 1, 2) if jitter else (0, 0))
-        y = height - coverage.shape[0] - 16 + int(dy)
-        x = width - coverage.shape[1] - 16 + int(dx)
-        alpha = np.zeros((height, width), np.float32)
-        alpha[y : y + coverage.shape[0], x : x + coverage.shape[1]] = coverage * opacity
+        if layout == "tiled":  # the whole lattice moved, by half the single logo's jitter
+            alpha = tiled_alpha((height, width), tile, int(dy) // 2, int(dx) // 2) * opacity
+        else:
+            y = height - coverage.shape[0] - 16 + int(dy)
+            x = width - coverage.shape[1] - 16 + int(dx)
+            alpha = np.zeros((height, width), np.float32)
+            alpha[y : y + coverage.shape[0], x : x + coverage.shape[1]] = coverage * opacity
         blended = photo * (1 - alpha[..., None]) + np.asarray(color, np.float32) * alpha[..., None]
         buffer = io.BytesIO()
         Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
@@ -138,10 +161,11 @@ def extra_photos(count: int, long_side: int = 481) -> list[np.ndarray]:
 
 
 def run_condition(photos, coverage, color_name, opacity, quality, jitter, engines, seed=0,
-                  extra: list[np.ndarray] = ()) -> list[tuple]:
-    samples = make_samples(photos, coverage, COLORS[color_name], opacity, quality, jitter, seed)
+                  extra: list[np.ndarray] = (), layout: str = "single") -> list[tuple]:
+    samples = make_samples(photos, coverage, COLORS[color_name], opacity, quality, jitter, seed, layout)
     # The extra photos are drawn after the scored ones, so the scored samples do not depend on them.
-    fit_only = make_samples(list(extra), coverage, COLORS[color_name], opacity, quality, jitter, seed + 1) if extra else []
+    fit_only = make_samples(list(extra), coverage, COLORS[color_name], opacity, quality, jitter, seed + 1,
+                            layout) if extra else []
     generator = ConsistentWatermarkGenerator(ConsistentWatermarkConfig())
     started = time.perf_counter()
     try:
@@ -193,7 +217,7 @@ def run_condition(photos, coverage, color_name, opacity, quality, jitter, engine
         rows["invert"].append(scores(restored, sample))
         if mask.details.get("matched") is True:
             rows["invert matched"].append(rows["invert"][-1])
-    condition = f"{color_name} α{opacity:.1f} q{quality} jit {'on' if jitter else 'off'}"
+    condition = f"{'tiled ' if layout == 'tiled' else ''}{color_name} α{opacity:.1f} q{quality} jit {'on' if jitter else 'off'}"
     matched = len(rows["invert matched"])
     miss_note = ""
     if missed_gain:
@@ -244,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--colors", choices=tuple(COLORS), nargs="+", default=["white"])
     parser.add_argument("--fit-extra", type=int, default=0,
                         help="more photos (from ../shared/datasets/urban) in the fitted dataset, not scored")
+    parser.add_argument("--layout", choices=("single", "tiled"), default="single",
+                        help="one logo near the bottom-right corner, or the logo at half size tiled over the "
+                             "whole picture (a staggered grid from the top-left corner, as stock previews)")
     args = parser.parse_args(argv)
     if not PHOTOS.is_dir():
         print(f"no photos at {PHOTOS}", file=sys.stderr)
@@ -268,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             for jitter in args.jitter:
                 for opacity in args.opacity:
                     for row in run_condition(photos, coverage, color, opacity, quality, jitter == "on", engines,
-                                             extra=extra):
+                                             extra=extra, layout=args.layout):
                         print("| {} | {} | {:.2f} | {:.2f} | {:.4f} | {} |".format(*row), flush=True)
     return 0
 

@@ -49,8 +49,8 @@ import numpy as np
 
 from .base import BatchMixin, MaskGenerationError, MaskResult, check_image
 from .consistent_seed import Seed, SeedSettings, find_seed, frame_fields
-from .consistent_tiled import (Lattice, LatticeGuess, cell_grid, find_lattices, fit_cell, fold, instance_tile,
-                               match_phase, periodic_orientation, refine_vectors)
+from .consistent_tiled import (Lattice, LatticeGuess, cell_grid, find_lattices, fit_cell, fold, instance_corners,
+                               instance_tile, match_phase, periodic_orientation, refine_vectors)
 from .fields import color_gradients, orientation_field
 from .frames import ANCHORS, NORMALISERS, Frame, candidate_frames
 from .watermark_support import main_component_box, null_magnitude, structure_threshold, support_from_gradients
@@ -101,7 +101,6 @@ _TILED_SCALE_SEARCH = 0.03
 _TILED_SCALE_STEPS = 5
 # The lowest tiled match score (`_tiled_match`) that counts as the watermark, whatever chance is.
 _TILED_MIN_SCORE = 0.12
-_TILED_NO_MATTE = "a tiled watermark gets no matte estimate (its holes are inpainted, not inverted)"
 
 
 @dataclass(frozen=True)
@@ -615,7 +614,11 @@ class ConsistentWatermarkGenerator(BatchMixin):
                                 template_shape=support.shape, support_pixels=int(support.sum()),
                                 match_threshold=threshold, seed_margin=0.0, indices=sorted(indices),
                                 placements=[placements[k] for k in np.argsort(indices)],
-                                matte_error=_TILED_NO_MATTE, lattice=lattice.as_dict(frame))
+                                lattice=lattice.as_dict(frame))
+        if self.config.matte_check:
+            # One tile's matte, from its instances in the fit images (pipeline.watermark.fit): the holes
+            # of a semi-transparent tiled watermark are then inverted, not inpainted.
+            self._estimate_matte(sample, self.report)
         log.info("consistent watermark (tiled): %s", self.report.as_dict())
         return self.report
 
@@ -682,6 +685,13 @@ class ConsistentWatermarkGenerator(BatchMixin):
         hole = placed.render(placed.cell_support.astype(np.float32), grid_y, grid_x) > 0.5
         instances = len(np.unique(placed.cell_indices(grid_y[hole], grid_x[hole]), axis=0)) if hole.any() else 0
         to_image = np.array([1 / ratio_y, 1 / ratio_x])
+        frame_box = (-framed.origin[0], -framed.origin[1], framed.resized.shape[0] - framed.origin[0],
+                     framed.resized.shape[1] - framed.origin[1])
+        corners = instance_corners(placed, template.shape, scale, frame_box)
+        # Each instance as the template's placement in image pixels (as `to_placement` converts one
+        # logo's): what the watermark's matte is estimated from and inverted at, tile by tile.
+        tiles = (corners + np.array(framed.origin)) * to_image
+        details.update(tiles=np.round(tiles, 2).tolist(), tile_scale=round(scale * float(to_image.mean()), 4))
         details.update(instances=instances, scale=round(scale, 4), lattice={
             "vectors_px": np.round(placed.vectors * to_image, 2).tolist(),
             "origin_px": np.round((placed.origin + np.array(framed.origin)) * to_image, 2).tolist(),

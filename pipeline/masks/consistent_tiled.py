@@ -339,6 +339,27 @@ def instance_tile(lattice: Lattice) -> tuple[np.ndarray, np.ndarray]:
     return lattice.render(lattice.cell_gradients, frame_y, frame_x), support
 
 
+def instance_corners(lattice: Lattice, tile_shape: tuple[int, int], scale: float,
+                     frame_box: tuple[float, float, float, float]) -> np.ndarray:
+    """float64 N×2 frame (y, x) top-left corners of the tile template (`instance_tile`'s, `tile_shape` at
+    scale 1, drawn at `scale`) of every instance of `lattice` (already placed: `Lattice.placed`) whose
+    template box overlaps `frame_box` (y0, x0, y1, x1 in frame pixels), row by row."""
+    size = np.array(tile_shape, np.float64) * scale
+    offset = lattice.half_cell() - size / 2
+    y0, x0, y1, x1 = frame_box
+    corner_y = np.array([y0 - size[0], y0 - size[0], y1 + size[0], y1 + size[0]])
+    corner_x = np.array([x0 - size[1], x1 + size[1], x0 - size[1], x1 + size[1]])
+    a, b = lattice.lattice_coordinates(corner_y, corner_x)
+    rows = np.arange(int(np.floor(a.min())) - 1, int(np.ceil(a.max())) + 2)
+    cols = np.arange(int(np.floor(b.min())) - 1, int(np.ceil(b.max())) + 2)
+    i, j = np.meshgrid(rows, cols, indexing="ij")
+    corners = (lattice.origin + offset)[None, :] + i.reshape(-1, 1) * lattice.vectors[0] + \
+        j.reshape(-1, 1) * lattice.vectors[1]
+    overlaps = (corners[:, 0] < y1) & (corners[:, 0] + size[0] > y0) & \
+        (corners[:, 1] < x1) & (corners[:, 1] + size[1] > x0)
+    return corners[overlaps]
+
+
 # -------------------------------------------------------------------------------------------- match
 
 

@@ -36,6 +36,9 @@ UNMATCHED_SCAN_PX = 3
 # first look at most 3.2× (0.0036 → 0.0114). So a climb that would have to lift every start from below a
 # quarter of `min_gain` to `min_gain` is not paid for — on every clean image of a dataset.
 FIRST_LOOK_SHARE = 0.25
+# A tiled watermark's tile inverts the hole pixels within this many px of its own footprint (the mask's
+# tiles are drawn from the fitted lattice, the footprint from the tile's own alignment).
+_TILE_ZONE_PX = 3
 
 
 def inversion_config(options: Mapping[str, Any] | None) -> InversionConfig:
@@ -56,6 +59,16 @@ def placement_from_provenance(provenance: Mapping[str, Any]) -> Placement | None
         return None
     x0, y0 = float(boxes[0][0]), float(boxes[0][1])
     return Placement(y=y0, x=x0, scale=float(details.get("scale", 1.0)))
+
+
+def tile_placements(provenance: Mapping[str, Any]) -> list[Placement]:
+    """The template's placement at every tile of a tiled watermark a consistent mask matched
+    (details.tiles, details.tile_scale); empty for any other mask."""
+    details = provenance.get("details") or {}
+    if not details.get("tiled") or details.get("matched") is not True:
+        return []
+    scale = float(details["tile_scale"])
+    return [Placement(float(y), float(x), scale) for y, x in details.get("tiles") or []]
 
 
 def unmatched_placement_from_provenance(provenance: Mapping[str, Any]) -> Placement | None:
@@ -166,7 +179,11 @@ class InversionStep:
         """The inversion of one row, or None when the row's mask is not an invertible watermark."""
         if mask_method not in INVERTIBLE_METHODS or not hole.any():
             return None
-        placement = placement_from_provenance(json.loads(mask_details) if mask_details else {})
+        provenance = json.loads(mask_details) if mask_details else {}
+        tiles = tile_placements(provenance)
+        if tiles:
+            return self._tiled_outcome(image, hole, tiles)
+        placement = placement_from_provenance(provenance)
         if placement is None:
             return None
         aligned = align_watermark(image, self.matte, placement)
@@ -207,6 +224,46 @@ class InversionStep:
             return None
         outcome = self._outcome(image, confirmed.hole, confirmed.aligned)
         return (confirmed.hole, outcome) if outcome.inverted_px else None
+
+    def _tiled_outcome(self, image: np.ndarray, hole: np.ndarray, tiles: Sequence[Placement]) -> InversionOutcome:
+        """A tiled watermark inverted tile by tile: each tile is aligned on its own (a tool that tiles
+        rounds positions to whole pixels, so tiles drift by a pixel or so from the lattice), and inverts
+        the hole pixels near its footprint that no earlier tile took. A tile's pixels the inversion does
+        not trust, and slivers of tiles at the border, are left to inpainting."""
+        restored = image
+        taken = np.zeros(hole.shape, bool)
+        inverted = np.zeros(hole.shape, bool)
+        inpaint = np.zeros(hole.shape, bool)
+        residuals, opacities, refused = [], [], []
+        near = np.ones((2 * _TILE_ZONE_PX + 1, 2 * _TILE_ZONE_PX + 1), np.uint8)
+        for placement in tiles:
+            y0, x0, y1, x1 = self.matte.image_box(placement, hole.shape)
+            if y1 - y0 < 3 or x1 - x0 < 3:  # a sliver at the border: too little to align, inpainted
+                sliver = np.zeros(hole.shape, bool)
+                sliver[y0:y1, x0:x1] = True
+                inpaint |= sliver & hole & ~taken
+                taken |= sliver & hole
+                continue
+            aligned = align_watermark(image, self.matte, placement)
+            zone = cv2.dilate(self.matte.footprint(aligned.placement, hole.shape).astype(np.uint8), near) > 0
+            tile_hole = hole & zone & ~taken
+            if not tile_hole.any():
+                continue
+            taken |= tile_hole
+            result = invert_watermark(restored, tile_hole, self.matte, aligned, self.config)
+            restored = result.restored
+            inverted |= result.inverted & tile_hole
+            inpaint |= result.inpaint & tile_hole
+            if np.isfinite(result.residual):
+                residuals.append(result.residual)
+            opacities.append(aligned.placement.opacity)
+            if result.reason:
+                refused.append(result.reason)
+        # Hole pixels near no tile's matte are left as they are, as for one logo (the mask's dilation).
+        note = f"{len(refused)} of {len(opacities)} tiles left pixels to inpainting (first: {refused[0]})" if refused else ""
+        return InversionOutcome(image=restored, inpaint_hole=inpaint, inverted_px=int(inverted.sum()),
+                                inpainted_px=int(inpaint.sum()), residual=max(residuals) if residuals else float("nan"),
+                                opacity=float(np.median(opacities)) if opacities else 0.0, note=note)
 
     def _outcome(self, image: np.ndarray, hole: np.ndarray, aligned) -> InversionOutcome:
         result = invert_watermark(image, hole, self.matte, aligned, self.config)

@@ -407,3 +407,32 @@ def test_run_flags_name_the_parquet_id_and_image_columns_and_the_allowed_failure
     assert (config.inputs.id_column, config.inputs.image_column) == ("uid", "picture")
     assert args.allow_failures == 0.1
     assert build_parser().parse_args(["run", "--allow-failures"]).allow_failures == 1.0
+
+
+@pytest.mark.slow
+def test_a_watermark_tiled_over_the_pictures_is_inverted_by_the_job(tmp_path):
+    from .watermark.conftest import footprint_psnr, tiled_blend
+
+    clean, marked, alphas = tiled_blend(14)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, image in enumerate(marked):
+        (images / f"tiled{i:02d}.png").write_bytes(encode(image))
+    out = tmp_path / "out"
+    config = job_config([images], out, {"method": "consistent", "fit_sample_size": 14}, execution={"shard_size": 7})
+
+    report = run_job(config)
+
+    assert report.counts == {"ok": 14, "failed": 0, "skipped": 0}
+    # The tile's matte was estimated with the template: no "inversion is off" warning, rows inverted.
+    assert not any("inversion is off" in warning for warning in report.warnings)
+    rows = committed_tables(str(out)).to_pylist()
+    inverted = [row for row in rows if row["hole_inverted_px"] and row["engine"] in ("invert", "invert+opencv")]
+    assert len(inverted) >= 12
+    for row in inverted:
+        details = json.loads(row["mask_details"])["details"]
+        assert details["tiled"] and len(details["tiles"]) >= 9
+        index = int(row["id"][len("tiled"):-len(".png")])
+        # The written image has the scene back under the tiles, far closer than the watermarked input.
+        assert footprint_psnr(decode(row["image"]["bytes"]), clean[index], alphas[index]) > \
+            footprint_psnr(marked[index], clean[index], alphas[index]) + 8

@@ -70,6 +70,47 @@ def blend(clean: list[np.ndarray], *, opacity: float | list[float], color=(255, 
     return Blended(clean, marked, alphas, offsets, coverage, color_array)
 
 
+TILED_SHAPE = (240, 360)
+TILED_OPACITY = 0.45
+
+
+def _tiled(clean: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The ring-and-bar logo (no keyline), white at TILED_OPACITY, on one grid from the top-left corner in
+    every image, blended exactly: (marked images, exact α of each)."""
+    tile = cv2.resize(logo_coverage(), (72, 34), interpolation=cv2.INTER_AREA)
+    marked, alphas = [], []
+    for image in clean:
+        alpha = np.zeros(TILED_SHAPE, np.float32)
+        for y in range(12, TILED_SHAPE[0], 82):
+            for x in range(12, TILED_SHAPE[1], 122):
+                piece = tile[: TILED_SHAPE[0] - y, : TILED_SHAPE[1] - x]
+                alpha[y : y + piece.shape[0], x : x + piece.shape[1]] = piece * TILED_OPACITY
+        out = image * (1 - alpha[..., None]) + 255.0 * alpha[..., None]
+        marked.append(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+        alphas.append(alpha)
+    return marked, alphas
+
+
+def tiled_scenes(count: int) -> list[np.ndarray]:
+    """`count` TILED_SHAPE crops of the bundled photos (portrait ones turned; flipped copies add variety)."""
+    rng = np.random.default_rng(5)
+    photos = [np.asarray(Image.open(path).convert("RGB")) for path in PHOTOS]
+    photos = [np.rot90(p) if p.shape[0] > p.shape[1] else p for p in photos]
+    out = []
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        photo = photo[:, ::-1] if (index // len(photos)) % 2 else photo
+        y, x = int(rng.integers(0, photo.shape[0] - TILED_SHAPE[0])), int(rng.integers(0, photo.shape[1] - TILED_SHAPE[1]))
+        out.append(np.ascontiguousarray(photo[y : y + TILED_SHAPE[0], x : x + TILED_SHAPE[1]]))
+    return out
+
+
+def tiled_blend(count: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """(clean scenes, the same under the tiled logo, exact α of each): TILED_SHAPE images."""
+    clean = tiled_scenes(count)
+    return (clean, *_tiled(clean))
+
+
 def footprint_psnr(restored: np.ndarray, clean: np.ndarray, alpha: np.ndarray) -> float:
     zone = alpha > 0.01
     error = ((restored.astype(np.float64) - clean) ** 2)[zone].mean()
