@@ -585,10 +585,11 @@ class ConsistentWatermarkGenerator(BatchMixin):
         # of the images that carry it; the matte estimated from those few sees it in the others.
         if self.config.matte_check and few_matched:
             best = max(few_matched, key=lambda exc: (exc.report.present_share, -few_matched.index(exc)))
+            previous = self.template, self.report
             report = self._matte_completed(sample, best)
             if report is not None:
                 return report
-            self.template, self.report = None, None
+            self.template, self.report = previous  # refused: as if this fit had not been tried
         assert refusal is not None
         raise refusal
 
