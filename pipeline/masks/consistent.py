@@ -21,8 +21,8 @@ images lack it. So we
 5. per image, match the template at its expected place (or anywhere) over a range of scales; the mask
    is the support at the best match. Below the fitted threshold a faint watermark is still asked about
    at the best match and at the fit's size and offset: where undoing the matte there removes the
-   gradient energy it should (`pipeline.watermark.restore.confirm_watermark`), the mask is the matte's
-   footprint (`details.matched = "matte"`), else it is empty.
+   gradient energy it should (`pipeline.watermark.restore.confirm_watermark`), the mask is the matte
+   above `support_threshold` of its strength (`details.matched = "matte"`), else it is empty.
 
 A watermark tiled over the whole picture (stock previews: one logo or word on a grid or diagonal
 lattice shared by the dataset) is looked for first (`consistent_tiled`): when the images' aligned
@@ -174,6 +174,16 @@ class ConsistentWatermarkConfig:
             raise ValueError(f"matte_check and tiled must be true or false, got {self.matte_check!r}, {self.tiled!r}")
 
 
+class _FewMatched(MaskGenerationError):
+    """A frame's template was reconstructed, but its match alone finds it in fewer than
+    `min_present_share` of the fit images: the refusal, unless the matte confirms enough of the rest."""
+
+    def __init__(self, message: str, template: WatermarkTemplate, report: FitReport, matched: np.ndarray) -> None:
+        super().__init__(message)
+        # matched: bool per fit image in the fit's own order (that of its sample), template match above threshold.
+        self.template, self.report, self.matched = template, report, matched
+
+
 # ---------------------------------------------------------------------------------------- results
 
 
@@ -294,7 +304,9 @@ class WatermarkTemplate:
 @dataclass
 class FitReport:
     """Summary of a fit: images used, frame, template size, and per fit image (`indices` into the images
-    given, ascending) its placement and score, and the share carrying it."""
+    given, ascending) its placement and score, and the share carrying it. matte_confirmed: when the
+    template matched fewer than `min_present_share` of the fit images, how many of the others its
+    matte confirmed to accept the fit (checked until that share was reached; 0 otherwise)."""
 
     images: int
     anchor: str
@@ -308,6 +320,7 @@ class FitReport:
     matte_images: int = 0
     matte_error: str = ""
     lattice: dict[str, Any] | None = None
+    matte_confirmed: int = 0
 
     @property
     def match_scores(self) -> list[float]:
@@ -327,6 +340,7 @@ class FitReport:
             "match_score_min": round(float(scores.min()), 4),
             "present_share": round(self.present_share, 3),
             "matte_images": self.matte_images, **({"matte_error": self.matte_error} if self.matte_error else {}),
+            **({"matte_confirmed": self.matte_confirmed} if self.matte_confirmed else {}),
             **({"lattice": self.lattice} if self.lattice is not None else {}),
         }
 
@@ -553,18 +567,57 @@ class ConsistentWatermarkGenerator(BatchMixin):
         # images, the next ones (a scene structure that recurs near one corner can win the coarse stage).
         candidates = self._coarse_fit(sample, shapes)
         refusal: MaskGenerationError | None = None
+        few_matched: list[_FewMatched] = []
         for seed, _, matcher, alignment in candidates[:_FINE_FITS]:
             try:
                 report = self._fine_fit(sample, shapes, indices, seed, matcher, alignment)
             except MaskGenerationError as exc:
                 log.debug("consistent frame %s/%s refused: %s", seed.frame.anchor, seed.frame.normaliser, exc)
                 refusal = refusal or exc
+                if isinstance(exc, _FewMatched):
+                    few_matched.append(exc)
                 continue
             if self.config.matte_check:
                 self._estimate_matte(sample, report)
             return report
+        # A faint watermark (low opacity over busy scenes) can be matched by its template in only a few
+        # of the images that carry it; the matte estimated from those few sees it in the others.
+        if self.config.matte_check and few_matched:
+            best = max(few_matched, key=lambda exc: (exc.report.present_share, -few_matched.index(exc)))
+            previous = self.template, self.report
+            report = self._matte_completed(sample, best)
+            if report is not None:
+                return report
+            self.template, self.report = previous  # refused: as if this fit had not been tried
         assert refusal is not None
         raise refusal
+
+    def _matte_completed(self, sample: list[np.ndarray], provisional: _FewMatched) -> FitReport | None:
+        """The provisional fit accepted when its template's matches and the matte's confirmations of
+        the other fit images (the same check as at mask time) together reach `min_present_share`;
+        None (refused) when they do not, or no matte can be estimated from the matched images."""
+        self.template, report = provisional.template, provisional.report
+        self._estimate_matte(sample, report)
+        if self.template.matte is None:
+            return None
+        matched = int(provisional.matched.sum())
+        needed = int(np.ceil(self.config.min_present_share * len(sample))) - matched
+        confirmed = 0
+        for image, present in zip(sample, provisional.matched):
+            if confirmed >= needed:
+                break  # enough: the rest are checked when masked
+            if not present and self(image).details.get("matched") == "matte":
+                confirmed += 1
+        share = (matched + confirmed) / len(sample)
+        if confirmed < needed:
+            log.info("consistent watermark refused: its template matches %d and its matte confirms %d of "
+                     "%d fit images", matched, confirmed, len(sample))
+            return None
+        report.matte_confirmed = confirmed
+        self.report = report
+        log.info("consistent watermark (the template matched %d fit images, the matte confirmed %d more: "
+                 "%.0f%%): %s", matched, confirmed, 100 * share, report.as_dict())
+        return report
 
     def _tiled_fit(self, sample: list[np.ndarray], shapes: list[tuple[int, int]], indices: list[int]
                    ) -> FitReport | None:
@@ -744,20 +797,22 @@ class ConsistentWatermarkGenerator(BatchMixin):
                       for image, s, p, y, x, k in zip(framed, alignment.score, present, alignment.y, alignment.x,
                                                       alignment.scale)]
         median_score = float(np.median(alignment.score))
-        if median_score < threshold or present.mean() < self.config.min_present_share:
-            raise MaskGenerationError(
-                f"the fit images hardly match their own template (median score {median_score:.2f}, "
-                f"{present.mean():.0%} above the chance threshold {threshold:.2f}): they do not share a watermark"
-            )
-        self.template = WatermarkTemplate(
+        refusal = (f"the fit images hardly match their own template (median score {median_score:.2f}, "
+                   f"{present.mean():.0%} above the chance threshold {threshold:.2f}): they do not share a watermark")
+        if present.sum() == 0:
+            raise MaskGenerationError(refusal)
+        fitted = WatermarkTemplate(
             gradients=template.gradients, support=template.support, orientation=template.orientation, frame=frame,
             offsets=np.stack([alignment.y[present], alignment.x[present]], axis=1).astype(np.float64),
             scales=alignment.scale[present].astype(np.float64), match_threshold=threshold,
         )
-        self.report = FitReport(images=len(sample), anchor=frame.anchor, normaliser=frame.normaliser,
-                                template_shape=template.shape, support_pixels=int(template.support.sum()),
-                                match_threshold=threshold, seed_margin=seed.margin, indices=sorted(indices),
-                                placements=[placements[k] for k in np.argsort(indices)])
+        report = FitReport(images=len(sample), anchor=frame.anchor, normaliser=frame.normaliser,
+                           template_shape=template.shape, support_pixels=int(template.support.sum()),
+                           match_threshold=threshold, seed_margin=seed.margin, indices=sorted(indices),
+                           placements=[placements[k] for k in np.argsort(indices)])
+        if median_score < threshold or present.mean() < self.config.min_present_share:
+            raise _FewMatched(refusal, fitted, report, present)
+        self.template, self.report = fitted, report
         log.info("consistent watermark: %s", self.report.as_dict())
         return self.report
 
@@ -770,28 +825,18 @@ class ConsistentWatermarkGenerator(BatchMixin):
         chance wins. A seed alone cannot tell a width-proportional logo from a height-proportional
         one well; the alignment, which searches only ± `scale_range`, can.
         """
-        seeds = self._seeds(sample, shapes)
+        seeds, others = self._seeds(sample, shapes)
         grown: list[tuple[float, float, float, Seed, list[_FramedImage], _Matcher, _Alignment]] = []
         for seed in seeds:
-            framed = [_FramedImage.of(image, seed.frame) for image in sample]
-            try:
-                matcher, alignment = self._coarse_template(framed, seed)
-            except MaskGenerationError:
-                continue
-            for _ in range(2):
-                alignment = self._align(framed, matcher, alignment, seed.frame.resolution, steps=5, chance=False)
-                matcher, alignment = self._orientation_template(framed, matcher, alignment)
-            alignment = self._align(framed, matcher, alignment, seed.frame.resolution, steps=5)
-            # The mean, not the median: a frame that fits only one orientation of the images must lose.
-            quality = float(np.mean(alignment.score - alignment.null))
-            spread = _geometry_spread(alignment, seed.frame.resolution, shapes)
-            log.debug("consistent seed %s/%s: margin %.3f, aligned %.3f, scale spread %.3f", seed.frame.anchor,
-                      seed.frame.normaliser, seed.margin, quality, spread)
-            # How far the watermark lies from the anchor: when every image has the same size all anchors fit
-            # alike, and the watermark is reported against the one it is next to.
-            distance = float(np.hypot(np.median(alignment.y) + matcher.shape[0] / 2,
-                                      np.median(alignment.x) + matcher.shape[1] / 2)) / seed.frame.resolution
-            grown.append((quality, round(spread, 4), distance, seed, framed, matcher, alignment))
+            self._grow(sample, shapes, seed, grown)
+        # A faint logo's seeds can beat chance by less than a scene structure recurring near other corners,
+        # so its anchor may have had only its best seed grown: the two anchors that align best have each of
+        # their other size normalisers tried too (a width-proportional logo fitted as height-proportional
+        # is lost in every image of the other orientation).
+        aligned_best = list(dict.fromkeys(item[3].frame.anchor for item in sorted(grown, key=lambda item: -item[0])))
+        for seed in others:
+            if seed.frame.anchor in aligned_best[:2]:
+                self._grow(sample, shapes, seed, grown)
         if not grown:
             raise MaskGenerationError("no watermark shared by the fit images was found: they do not share a watermark")
         # Frames with another size normaliser or anchor often align almost as well: the ± `scale_range`
@@ -808,8 +853,33 @@ class ConsistentWatermarkGenerator(BatchMixin):
         ranked = tied + sorted(rest, key=lambda item: -item[0])
         return [item[3:] for item in ranked]
 
-    def _seeds(self, sample: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[Seed]:
-        """The frames' seeds that beat chance, best margin first, one per normaliser (see `consistent_seed`)."""
+    def _grow(self, sample: list[np.ndarray], shapes: list[tuple[int, int]], seed: Seed,
+              grown: list[tuple[float, float, float, Seed, list[_FramedImage], _Matcher, _Alignment]]) -> None:
+        """Grow `seed` into a coarse template and alignment; append (quality, spread, distance, seed, framed
+        images, matcher, alignment) to `grown` (nothing when no template grows around it)."""
+        framed = [_FramedImage.of(image, seed.frame) for image in sample]
+        try:
+            matcher, alignment = self._coarse_template(framed, seed)
+        except MaskGenerationError:
+            return
+        for _ in range(2):
+            alignment = self._align(framed, matcher, alignment, seed.frame.resolution, steps=5, chance=False)
+            matcher, alignment = self._orientation_template(framed, matcher, alignment)
+        alignment = self._align(framed, matcher, alignment, seed.frame.resolution, steps=5)
+        # The mean, not the median: a frame that fits only one orientation of the images must lose.
+        quality = float(np.mean(alignment.score - alignment.null))
+        spread = _geometry_spread(alignment, seed.frame.resolution, shapes)
+        log.debug("consistent seed %s/%s: margin %.3f, aligned %.3f, scale spread %.3f", seed.frame.anchor,
+                  seed.frame.normaliser, seed.margin, quality, spread)
+        # How far the watermark lies from the anchor: when every image has the same size all anchors fit
+        # alike, and the watermark is reported against the one it is next to.
+        distance = float(np.hypot(np.median(alignment.y) + matcher.shape[0] / 2,
+                                  np.median(alignment.x) + matcher.shape[1] / 2)) / seed.frame.resolution
+        grown.append((quality, round(spread, 4), distance, seed, framed, matcher, alignment))
+
+    def _seeds(self, sample: list[np.ndarray], shapes: list[tuple[int, int]]) -> tuple[list[Seed], list[Seed]]:
+        """The frames' seeds that beat chance (see `consistent_seed`): those to grow, best margin first,
+        and the rest (other normalisers of the other anchors), best margin first."""
         resolution = min(float(_SEED_RESOLUTION), float(np.median([min(s) for s in shapes])))
         settings = SeedSettings.for_resolution(resolution, self.config.max_jitter)
         fields: dict[str, list[np.ndarray]] = {}
@@ -835,7 +905,8 @@ class ConsistentWatermarkGenerator(BatchMixin):
         anchors = list(dict.fromkeys(seed.frame.anchor for seed in seeds))
         best_per_anchor = [next(seed for seed in seeds if seed.frame.anchor == anchor) for anchor in anchors]
         others = [seed for seed in seeds if seed.frame.anchor in anchors[:2] and seed not in best_per_anchor]
-        return (best_per_anchor + others)[:_SEEDS_GROWN]
+        chosen = (best_per_anchor + others)[:_SEEDS_GROWN]
+        return chosen, [seed for seed in seeds if all(seed is not taken for taken in chosen)]
 
     def _coarse_template(self, framed: list[_FramedImage], seed: Seed) -> tuple[_Matcher, _Alignment]:
         """Grow a template around the seed patch: the median orientation field of crops aligned on it."""
@@ -1040,9 +1111,9 @@ class ConsistentWatermarkGenerator(BatchMixin):
 
     def _matte_confirmed(self, image: np.ndarray, best: Placement, geometry: list[Placement],
                          details: dict[str, Any]) -> MaskResult:
-        """The mask of an image the template did not match: the matte's footprint where undoing the matte
-        at one of the candidates removes the watermark's gradient energy, else empty. `matte_checked`
-        tells the job's inversion step the question was asked already."""
+        """The mask of an image the template did not match: the watermark's shape in its matte where
+        undoing the matte at one of the candidates removes the watermark's gradient energy, else empty.
+        `matte_checked` tells the job's inversion step the question was asked already."""
         from pipeline.watermark.matte import Placement as MattePlacement
         from pipeline.watermark.restore import confirm_watermark
 
@@ -1057,7 +1128,10 @@ class ConsistentWatermarkGenerator(BatchMixin):
         details.update(matched="matte", scale=round(found.scale, 4), matte_gain=round(confirmed.aligned.gain, 4),
                        opacity=round(found.opacity, 3))
         box = [round(found.x), round(found.y), round(found.x + width * found.scale), round(found.y + height * found.scale)]
-        return MaskResult(hole=confirmed.hole, method=self.method, boxes=[box], scores=[best.score], details=details)
+        # The watermark's shape by the template's own rule (above `support_threshold` of its strength), not
+        # the matte's footprint: that also holds the solve's noise and rim, pixels wider all round.
+        hole = self.template.matte.support(found, image.shape[:2], self.config.support_threshold)
+        return MaskResult(hole=hole, method=self.method, boxes=[box], scores=[best.score], details=details)
 
     @property
     def _matcher(self) -> _Matcher:

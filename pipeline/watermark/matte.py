@@ -114,6 +114,26 @@ class WatermarkMatte:
         hole[y0:y1, x0:x1] = cv2.dilate((alpha > 1.0 / 255.0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         return hole
 
+    def support(self, placement: Placement, image_shape: tuple[int, int], level: float) -> np.ndarray:
+        """bool H×W: the image pixels where the placed watermark is more than `level` (0–1) of its own
+        strength (α above `level` × the matte's robust maximum α, so whatever the opacity factor): the
+        watermark's shape, as a template's support is its reconstruction above a share of its maximum.
+
+        The footprint (α > 1/255) also holds the matte's estimation noise and the rim its solve may
+        spread α into (`MatteEstimationConfig.support_px`), several pixels wider than the watermark."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        nonzero = self.alpha[self.alpha > 0]
+        peak = float(np.percentile(nonzero, 99.5)) if nonzero.size else 0.0
+        hole = np.zeros(image_shape, bool)
+        if peak <= 0.0:
+            return hole
+        box = self.image_box(placement, image_shape)
+        alpha, _ = self.placed(placement.moved(opacity=1.0), box)
+        y0, x0, y1, x1 = box
+        hole[y0:y1, x0:x1] = alpha > level * peak
+        return hole
+
     def placed_error_moments(self, placement: Placement, box: tuple[int, int, int, int]) -> np.ndarray | None:
         """`error_moments` of the image pixels in `box` (float32 (y1−y0)×(x1−x0)×3, opacity factor
         applied: α and α·W both scale with it), or None when the matte has none."""
