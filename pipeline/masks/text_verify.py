@@ -72,8 +72,11 @@ class TextVerifier:
 
     @property
     def provider(self) -> str:
-        """The ONNX Runtime execution provider the recogniser really runs on."""
-        return self._recognizer.session.session.get_providers()[0]
+        """The ONNX Runtime execution provider the recogniser really runs on ("unknown" when the installed
+        rapidocr keeps its session elsewhere: provenance must not break a mask)."""
+        session = getattr(getattr(self._recognizer, "session", None), "session", None)
+        providers = session.get_providers() if hasattr(session, "get_providers") else []
+        return providers[0] if providers else "unknown"
 
     def read(self, image: np.ndarray, polygons: list[np.ndarray]) -> list[tuple[str, float]]:
         """(text, confidence in [0, 1]) per polygon (4×2) of the uint8 H×W×3 RGB image; ("", 0) when
