@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.watermark.estimate import parabola_vertex
+
 from .fields import color_gradients, orientation_field
 from .frames import Frame
 from .watermark_support import null_magnitude, support_from_gradients
@@ -198,12 +200,6 @@ def lattice_vectors(correlation: np.ndarray, min_period: float, max_shift: tuple
     return None
 
 
-def _parabola_vertex(low: float, mid: float, high: float) -> float:
-    """Offset (within ±½ px) of the peak of the parabola through three neighbouring samples; 0 if none."""
-    curvature = low - 2 * mid + high
-    return 0.0 if curvature >= 0 else float(np.clip(0.5 * (low - high) / curvature, -0.5, 0.5))
-
-
 def _refine(correlation: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """A lattice vector to sub-pixel precision, from the peaks at its multiples that the correlation holds."""
     cy, cx = (correlation.shape[0] - 1) // 2, (correlation.shape[1] - 1) // 2
@@ -218,8 +214,8 @@ def _refine(correlation: np.ndarray, vector: np.ndarray) -> np.ndarray:
         py, px = int(py) + y - radius, int(px) + x - radius
         if not (1 <= py < correlation.shape[0] - 1 and 1 <= px < correlation.shape[1] - 1):
             break
-        sub_y = py + _parabola_vertex(correlation[py - 1, px], correlation[py, px], correlation[py + 1, px])
-        sub_x = px + _parabola_vertex(correlation[py, px - 1], correlation[py, px], correlation[py, px + 1])
+        sub_y = py + parabola_vertex(correlation[py - 1, px], correlation[py, px], correlation[py + 1, px])
+        sub_x = px + parabola_vertex(correlation[py, px - 1], correlation[py, px], correlation[py, px + 1])
         estimates.append(np.array([sub_y - cy, sub_x - cx]))
         weights.append(multiple)
     if not estimates:

@@ -352,6 +352,13 @@ def _edge_magnitude(crop: np.ndarray) -> np.ndarray:
     return np.sqrt(gx * gx + gy * gy).sum(-1)
 
 
+def parabola_vertex(low: float, mid: float, high: float) -> float:
+    """Offset (within ±½ px) of the peak of the parabola through three neighbouring samples; 0 if none:
+    the sub-pixel refinement of a correlation peak."""
+    curvature = low - 2 * mid + high
+    return 0.0 if curvature >= 0 else float(np.clip(0.5 * (low - high) / curvature, -0.5, 0.5))
+
+
 def _coalign(images: Sequence[np.ndarray], placements: list[Placement | None], frame: WatermarkMatte,
              reach: int = 2, rounds: int = 2) -> list[Placement | None]:
     """Register the images on each other before any matte exists, by the watermark's edges alone.
@@ -374,13 +381,10 @@ def _coalign(images: Sequence[np.ndarray], placements: list[Placement | None], f
             if scores.shape != (size, size):
                 continue
             py, px = np.unravel_index(int(np.argmax(scores)), scores.shape)
-
-            def vertex(minus: float, centre: float, plus: float) -> float:
-                curvature = minus - 2 * centre + plus
-                return 0.0 if curvature >= 0 else float(np.clip(0.5 * (minus - plus) / curvature, -0.5, 0.5))
-
-            dy = py - reach + (vertex(scores[py - 1, px], scores[py, px], scores[py + 1, px]) if 0 < py < size - 1 else 0.0)
-            dx = px - reach + (vertex(scores[py, px - 1], scores[py, px], scores[py, px + 1]) if 0 < px < size - 1 else 0.0)
+            dy = py - reach + (parabola_vertex(scores[py - 1, px], scores[py, px], scores[py + 1, px])
+                               if 0 < py < size - 1 else 0.0)
+            dx = px - reach + (parabola_vertex(scores[py, px - 1], scores[py, px], scores[py, px + 1])
+                               if 0 < px < size - 1 else 0.0)
             scale = placements[i].scale  # type: ignore[union-attr]
             placements[i] = placements[i].moved(dy=dy * scale, dx=dx * scale)  # type: ignore[union-attr]
     return placements

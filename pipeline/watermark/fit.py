@@ -77,7 +77,8 @@ def fit_matte(generator: Any, images: Sequence[np.ndarray], config: MatteEstimat
         fit = _fit_tile_matte(generator, images, config)
     else:
         fit = estimate_matte(images, locate_in_images(generator, images), generator.template.support, config)
-    log.info("watermark matte from %d of %d images in %.1f s (α max %.2f)", fit.images_used, len(images),
+    log.info("watermark matte from %d %s of %d images in %.1f s (α max %.2f)", fit.images_used,
+             "tiles" if generator.template.lattice is not None else "images", len(images),
              time.perf_counter() - started, float(fit.matte.alpha.max()))
     return fit
 
